@@ -1,0 +1,366 @@
+"""Benchmarks of one training step: ``python -m resnet_switch.bench TASK [key=value ...]``.
+
+The LAST line of stdout is one JSON object; human lines come before it. Tasks (``TASKS``):
+
+- ``train_step``: median milliseconds per optimisation step of ``method`` (``Method.training_step``
+  on a fresh :class:`MultiResBatch` each step, so the device resize is timed, then SGD step and
+  ``zero_grad``), against a plain baseline doing the same work: S forwards (one per resolution of the
+  same batch), ONE backward of the summed CE, one SGD step. Contenders are warmed up, then timed in
+  turn with a rotating order.
+- ``memory``: peak memory of one such step over the state before it (net, data, gradients, optimizer
+  state), i.e. its activations and temporaries. CPU: each contender runs in a fresh subprocess; one
+  unmeasured step of the same setting, then the peak RSS is reset (``/proc/self/clear_refs``) and the
+  next step's peak RSS increase is read (fallback: ``ru_maxrss`` before/after the first step).
+  CUDA: ``torch.cuda.max_memory_allocated`` over ``memory_allocated`` before the step.
+
+Keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
+``width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .build import build_method_and_net
+from .cli import check_choice, parse_options, run_tool
+from .data.multires import MultiResBatch
+from .methods import METHODS
+from .models import BACKBONES, TORCHVISION_NAMES, build_switchable
+from .switch import check_resolutions
+
+DEFAULTS: dict[str, Any] = {
+    "method": "rsnet",
+    "model": "resnet18",
+    "batch_size": 8,
+    "resolutions": [64, 56, 48, 40, 32],
+    "num_classes": 1000,
+    "threads": 1,
+    "steps": 20,  # timed steps per contender (train_step)
+    "warmup": 3,  # untimed steps per contender before timing (train_step)
+    "compare_method": None,
+    "device": "auto",  # auto = cuda when available, else cpu
+}
+SEED = 0  # data and initialisation (not an option: ``seed=`` goes to methods that take one)
+LR, MOMENTUM = 0.01, 0.9
+
+
+# ----------------------------------------------------------------------------- one training step
+class TrainStep:
+    """A callable running one optimisation step of one contender (``run`` does forward+backward).
+
+    ``set_to_none``: ``zero_grad(set_to_none=...)`` after the step; the memory task sets it False so
+    gradients stay allocated and a measured step adds only activations and temporaries.
+    """
+
+    def __init__(self, label: str, run: Callable[[], None], params: list[nn.Parameter]):
+        self.label = label
+        self.run = run
+        self.params = params
+        self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)
+        self.set_to_none = True
+
+    def __call__(self) -> None:
+        self.run()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=self.set_to_none)
+
+    @torch.no_grad()
+    def allocate_state(self) -> None:
+        """Create zero gradients and momentum buffers without running a step (parameters do not move)."""
+        for p in self.params:
+            p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+
+
+def unique_params(*modules: nn.Module) -> list[nn.Parameter]:
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def make_data(opts: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images ``(B, 3, R, R)`` at the largest resolution and targets ``(B,)``."""
+    gen = torch.Generator().manual_seed(SEED)
+    size = max(opts["resolutions"])
+    images = torch.randn(opts["batch_size"], 3, size, size, generator=gen)
+    targets = torch.randint(0, opts["num_classes"], (opts["batch_size"],), generator=gen)
+    return images.to(device), targets.to(device)
+
+
+def method_step(method_name: str, method_kwargs: dict, opts: dict, images, targets, device) -> TrainStep:
+    torch.manual_seed(SEED)
+    method, net = build_method_and_net(method_name, opts["resolutions"], opts["model"], opts["num_classes"],
+                                       method_kwargs=method_kwargs)
+    method.to(device).train()
+    net.to(device).train()
+
+    def backward(loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def run() -> None:
+        method.training_step(net, MultiResBatch(images, targets), backward)
+
+    return TrainStep(method_name, run, unique_params(net, method))
+
+
+def baseline_model(opts: dict) -> nn.Module:
+    """``torchvision.models.<name>`` when the backbone has one, else our backbone with plain layers."""
+    name = opts["model"]
+    if name in TORCHVISION_NAMES:
+        return getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=opts["num_classes"])
+    return build_switchable(name, opts["resolutions"], layers="plain", num_classes=opts["num_classes"]).net
+
+
+def baseline_step(opts: dict, images, targets, device) -> TrainStep:
+    """S forwards of one plain model (same batch, resized the same way), one backward of the CE sum."""
+    torch.manual_seed(SEED)
+    model = baseline_model(opts).to(device).train()
+    resolutions = opts["resolutions"]
+
+    def run() -> None:
+        batch = MultiResBatch(images, targets)
+        loss = sum(F.cross_entropy(model(batch.at(r)), batch.targets) for r in resolutions)
+        loss.backward()
+
+    return TrainStep("baseline", run, unique_params(model))
+
+
+def build_step(role: str, opts: dict, method_kwargs: dict, images, targets, device) -> TrainStep:
+    """``role``: ``ours`` (``method`` with the extra kwargs), ``compare`` (``compare_method``,
+    defaults) or ``baseline``."""
+    if role == "ours":
+        return method_step(opts["method"], method_kwargs, opts, images, targets, device)
+    if role == "compare":
+        return method_step(opts["compare_method"], {}, opts, images, targets, device)
+    return baseline_step(opts, images, targets, device)
+
+
+def roles(opts: dict) -> list[str]:
+    return ["ours", "baseline"] + (["compare"] if opts["compare_method"] else [])
+
+
+# ----------------------------------------------------------------------------- task: train_step
+def time_steps(steps: dict[str, TrainStep], count: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Milliseconds of ``count`` steps per contender after ``warmup`` untimed ones; contenders take
+    turns, the first of each round rotating. CUDA: events, one synchronize at the end."""
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    events: dict[str, list] = {name: [] for name in names}
+    for i in range(count):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                steps[name]()
+                end.record()
+                events[name].append((start, end))
+            else:
+                t0 = time.perf_counter()
+                steps[name]()
+                events[name].append((t0, time.perf_counter()))
+    if cuda:
+        torch.cuda.synchronize(device)
+        return {n: [s.elapsed_time(e) for s, e in events[n]] for n in names}
+    return {n: [(e - s) * 1000.0 for s, e in events[n]] for n in names}
+
+
+def train_step_task(opts: dict, method_kwargs: dict) -> dict:
+    device = torch.device(opts["device"])
+    images, targets = make_data(opts, device)
+    steps = {role: build_step(role, opts, method_kwargs, images, targets, device) for role in roles(opts)}
+    times = time_steps(steps, opts["steps"], opts["warmup"], device)
+    median = {role: statistics.median(ms) for role, ms in times.items()}
+    for role, ms in times.items():
+        print(f"{role:>8} ({steps[role].label}): median {median[role]:.2f} ms/step over {len(ms)} steps "
+              f"(min {min(ms):.2f}, max {max(ms):.2f})", flush=True)
+    out = {"ours_ms": round(median["ours"], 3), "baseline_ms": round(median["baseline"], 3),
+           "ratio": round(median["ours"] / median["baseline"], 4)}
+    if "compare" in median:
+        out.update(compare_ms=round(median["compare"], 3), compare_ratio=round(median["ours"] / median["compare"], 4))
+    return out
+
+
+# ----------------------------------------------------------------------------- task: memory
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Linux: reset the peak RSS (VmHWM) to the current RSS. False when not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _proc_status_kb("VmHWM") is not None
+
+
+def _maxrss_kb() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss  # macOS reports bytes
+
+
+def measure_step_mb(step: TrainStep, device: torch.device) -> float:
+    """Peak memory (MiB) one call of ``step`` adds over the state before it (net, data, gradients,
+    optimizer state): its activations and temporaries.
+
+    When the peak can be reset (CUDA; Linux ``clear_refs``) a first step of the SAME setting runs
+    unmeasured, so lazy library initialisation is not counted; otherwise gradients and momentum are
+    allocated directly and ``ru_maxrss`` is read before and after the first step.
+    """
+    step.set_to_none = False
+    if device.type == "cuda":
+        step()
+        torch.cuda.synchronize(device)
+        gc.collect()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if _reset_peak_rss():
+        step()
+        gc.collect()
+        _reset_peak_rss()
+        before = _proc_status_kb("VmRSS")
+        step()
+        return (_proc_status_kb("VmHWM") - before) / 1024
+    step.allocate_state()
+    gc.collect()
+    before = _maxrss_kb()
+    step()
+    return (_maxrss_kb() - before) / 1024
+
+
+def memory_child(payload: str) -> None:
+    """Subprocess entry: build one contender, measure one step, print ``{"mb": ...}``."""
+    job = json.loads(payload)
+    opts, device = job["opts"], torch.device(job["opts"]["device"])
+    torch.set_num_threads(opts["threads"])
+    images, targets = make_data(opts, device)
+    step = build_step(job["role"], opts, job["method_kwargs"], images, targets, device)
+    print(json.dumps({"mb": measure_step_mb(step, device)}), flush=True)
+
+
+def run_memory_child(role: str, opts: dict, method_kwargs: dict) -> float:
+    payload = json.dumps({"role": role, "opts": opts, "method_kwargs": method_kwargs})
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    # glibc: fixed mmap threshold, so freed large blocks go back to the OS and RSS tracks live memory
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(64 * 1024))
+    code = "import sys; from resnet_switch.bench import memory_child; memory_child(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory measurement of {role} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["mb"]
+
+
+def memory_task(opts: dict, method_kwargs: dict) -> dict:
+    mb = {}
+    for role in roles(opts):
+        mb[role] = run_memory_child(role, opts, method_kwargs)
+        label = {"ours": opts["method"], "compare": opts["compare_method"]}.get(role, "baseline")
+        print(f"{role:>8} ({label}): peak step memory {mb[role]:.1f} MiB", flush=True)
+    out = {"ours_mb": round(mb["ours"], 2), "baseline_mb": round(mb["baseline"], 2),
+           "ratio": round(mb["ours"] / mb["baseline"], 4) if mb["baseline"] > 0 else None}
+    if "compare" in mb:
+        out.update(compare_mb=round(mb["compare"], 2),
+                   compare_ratio=round(mb["ours"] / mb["compare"], 4) if mb["compare"] > 0 else None)
+    return out
+
+
+TASKS: dict[str, Callable[[dict, dict], dict]] = {
+    "train_step": train_step_task,
+    "memory": memory_task,
+}
+
+
+# ----------------------------------------------------------------------------- command line
+def method_options(name: str) -> list[str] | None:
+    """Keyword arguments ``METHODS[name]`` accepts besides ``resolutions`` (``None``: any)."""
+    params = list(inspect.signature(METHODS[name].__init__).parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name != "resolutions"
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def check_options(opts: dict, extra: dict) -> None:
+    check_choice("method", opts["method"], list(METHODS))
+    if opts["compare_method"] is not None:
+        check_choice("compare_method", opts["compare_method"], list(METHODS))
+    check_choice("model", opts["model"], list(BACKBONES))
+    opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
+    for key, low in (("batch_size", 2), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0)):
+        if opts[key] < low:
+            hint = " (BatchNorm needs more than one sample)" if key == "batch_size" else ""
+            raise ValueError(f"{key}: must be >= {low}{hint}, got {opts[key]}")
+    valid = method_options(opts["method"])
+    for key in extra:
+        if valid is not None and key not in valid:
+            raise ValueError(f"{key}: unknown option; valid: {', '.join(DEFAULTS)}; "
+                             f"method={opts['method']} also takes: {', '.join(valid) or 'nothing'}")
+    if opts["device"] == "auto":
+        opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(opts["device"])  # raises a one-line RuntimeError for nonsense; wrap below
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda is not available on this machine; use device=cpu")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or "=" in argv[0]:
+        raise ValueError(f"task: missing; usage: python -m resnet_switch.bench TASK [key=value ...], "
+                         f"TASK one of {sorted(TASKS)}")
+    task = check_choice("task", argv[0], list(TASKS))
+    opts, extra = parse_options(DEFAULTS, argv[1:], allow_extra=True)
+    try:
+        check_options(opts, extra)
+    except RuntimeError as err:  # torch.device("nonsense")
+        raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
+    torch.set_num_threads(opts["threads"])
+    result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
+              "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"]}
+    if extra:
+        result["method_kwargs"] = extra
+    if opts["compare_method"]:
+        result["compare_method"] = opts["compare_method"]
+    result.update(TASKS[task](opts, extra))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    run_tool(main, sys.argv[1:])

@@ -1,0 +1,27 @@
+"""Build the network a method needs from a backbone name: the single place that joins the two."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .methods import Method, build_method
+from .models import build_switchable
+from .models.switchable import SwitchableNet
+
+
+def build_net_for_method(method: Method, model_name: str, num_classes: int, in_channels: int = 3,
+                         **backbone_kwargs: Any) -> SwitchableNet:
+    """The switchable network for ``method`` (its layer factory, resolutions and widths)."""
+    return build_switchable(
+        model_name, method.resolutions, layers=method.layers, widths=method.net_widths(),
+        num_classes=num_classes, in_channels=in_channels, layer_kwargs=method.layer_kwargs(),
+        **backbone_kwargs,
+    )
+
+
+def build_method_and_net(method_name: str, resolutions, model_name: str, num_classes: int,
+                         in_channels: int = 3, method_kwargs: dict | None = None,
+                         model_kwargs: dict | None = None) -> tuple[Method, SwitchableNet]:
+    method = build_method(method_name, resolutions, **(method_kwargs or {}))
+    net = build_net_for_method(method, model_name, num_classes, in_channels, **(model_kwargs or {}))
+    return method, net

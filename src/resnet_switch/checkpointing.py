@@ -1,0 +1,94 @@
+"""Checkpoints that carry everything needed to rebuild the network, written atomically.
+
+A Lightning checkpoint of ours holds, under ``"resnet_switch"``, the network spec (backbone,
+resolutions, widths, layer factory and its numbers such as the rounding divisor, classes,
+channels), the method's name and arguments, and the data facts (normalisation). Everything is plain
+Python/tensors so ``torch.load(weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from .models import build_switchable
+from .models.switchable import SwitchableNet
+
+CHECKPOINT_KEY = "resnet_switch"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit what was asked."""
+
+
+def checkpoint_meta(net: SwitchableNet, method_meta: dict[str, Any], run_meta: dict[str, Any]) -> dict[str, Any]:
+    return {"format_version": FORMAT_VERSION, "net": dict(net.spec), "method": dict(method_meta),
+            "run": dict(run_meta)}
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``) with one-line errors for bad files."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"ckpt: no file at {p}; pass the path of a .ckpt written by resnet_switch.train")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"ckpt: {p} is truncated or not a checkpoint ({first[:120]})") from None
+    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt:
+        raise CheckpointError(f"ckpt: {p} was not written by resnet_switch.train (no '{CHECKPOINT_KEY}' entry)")
+    return ckpt
+
+
+def rebuild_from_checkpoint(ckpt: dict[str, Any]):
+    """``(method, net, meta)`` rebuilt from a loaded checkpoint, weights loaded, in eval mode."""
+    from .methods import build_method  # local: methods import this module's users
+
+    meta = ckpt[CHECKPOINT_KEY]
+    spec = dict(meta["net"])
+    method_meta = dict(meta["method"])
+    method = build_method(method_meta["name"], spec["resolutions"], **method_meta.get("kwargs", {}))
+    net = build_switchable(**spec)
+    state = ckpt["state_dict"]
+    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    method.load_state_dict({k[len("method."):]: v for k, v in state.items() if k.startswith("method.")})
+    return method.eval(), net.eval(), meta
+
+
+def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions) -> None:
+    """Raise a one-line error when a checkpoint is resumed into a different run."""
+    got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]))
+    want = (method, model, list(resolutions))
+    for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
+        if g != w:
+            raise CheckpointError(
+                f"ckpt_path: checkpoint was trained with {field}={g} but this run has {field}={w}; "
+                f"use {field}={g} or start a new run"
+            )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file in the target folder, fsync, then ``os.replace``: a run killed while
+    saving never leaves a truncated checkpoint behind."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,293 @@
+"""``MultiResDataModule``: one crop per sample in the worker, every resolution made on the device.
+
+Worker (train, ``crop="single"``): RandomResizedCrop(max train res) + one horizontal flip -> uint8 (C, R, R).
+Worker (val/test): Resize(round(R / val_crop_ratio)) + CenterCrop(R), R = max test res -> uint8 (C, R, R).
+Device (``on_after_batch_transfer``): float, /255, normalise -> ``MultiResBatch``; ``batch.at(r)`` resizes
+that same crop (bilinear, antialias). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
+Options: ``crop="multi"`` (ablation: an independent crop+flip per train resolution, made in the worker);
+``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val).
+Worker items for those options are tuples of uint8 images, one per resolution, high to low.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from .datasets import DatasetMeta, build_dataset, dataset_meta
+from .multires import MultiResBatch
+from .sampling import EpochShuffleSampler, sample_seed
+
+SYNTHETIC_TRAIN_SAMPLES = 10_000
+SYNTHETIC_VAL_SAMPLES = 2_000
+
+
+class ToUint8CHW:
+    """PIL image or uint8 ``(C, H, W)`` / ``(H, W)`` tensor -> uint8 ``(channels, H, W)`` tensor.
+
+    Grey -> RGB repeats the channel; RGB -> grey uses ITU-R 601 luma; alpha is dropped.
+    """
+
+    def __init__(self, channels: int) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.channels = channels
+
+    def __call__(self, image: Image.Image | Tensor) -> Tensor:
+        if isinstance(image, Image.Image):
+            image = TF.pil_to_tensor(image.convert("RGB" if self.channels == 3 else "L"))
+        image = torch.as_tensor(image)
+        if image.dim() == 2:
+            image = image.unsqueeze(0)
+        if image.dtype != torch.uint8 or image.dim() != 3:
+            raise TypeError(f"expected a uint8 (C, H, W) image, got {image.dtype} {tuple(image.shape)}")
+        c = image.shape[0]
+        if c in (2, 4):  # drop alpha
+            image, c = image[: c - 1], c - 1
+        if c == self.channels:
+            return image
+        if self.channels == 3:
+            return image.expand(3, -1, -1).contiguous()
+        return TF.rgb_to_grayscale(image, num_output_channels=1)
+
+
+class PerResolution:
+    """``image -> tuple(per[r](pre(image)) for r in resolutions)`` (uint8 images, high to low)."""
+
+    def __init__(self, pre, per: dict[int, object]) -> None:
+        self.pre, self.per = pre, per
+
+    def __call__(self, image):
+        image = self.pre(image)
+        return tuple(t(image) for t in self.per.values())
+
+
+class TransformedDataset(Dataset):
+    """``(image, label) -> (transform(image), label)``.
+
+    With ``seed`` set, items are addressed by :class:`EpochShuffleSampler` keys ``epoch * n + index``
+    and the transform's random draws are seeded from ``(seed, epoch, index)`` (resumable runs).
+    """
+
+    def __init__(self, dataset: Dataset, transform, seed: int | None = None) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int):
+        if self.seed is None:
+            image, label = self.dataset[key]
+            return self.transform(image), label
+        epoch, index = divmod(int(key), len(self.dataset))
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.transform(image), label
+
+
+def _descending(resolutions: Sequence[int]) -> tuple[int, ...]:
+    res = tuple(sorted({int(r) for r in resolutions}, reverse=True))
+    if not res or res[-1] < 1:
+        raise ValueError(f"resolutions must be positive integers, got {list(resolutions)}")
+    return res
+
+
+class MultiResDataModule(L.LightningDataModule):
+    """Data for multi-resolution training; metadata (``num_classes`` ...) is available right after init."""
+
+    def __init__(
+        self,
+        name: str = "synthetic",
+        root: str | None = None,
+        download: bool = False,
+        train_resolutions: Sequence[int] = (32, 28, 24, 20, 16),
+        test_resolutions: Sequence[int] | None = None,
+        batch_size: int = 128,
+        num_workers: int = 2,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop: str = "single",
+        resize_on: str = "device",
+        val_crop_ratio: float = 0.875,
+        train_samples: int | None = None,
+        val_samples: int | None = None,
+        synthetic: dict | None = None,
+        pin_memory: bool | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        if crop not in ("single", "multi"):
+            raise ValueError(f"data.crop must be 'single' or 'multi', got {crop!r}")
+        if resize_on not in ("device", "worker"):
+            raise ValueError(f"data.resize_on must be 'device' or 'worker', got {resize_on!r}")
+        if not 0 < val_crop_ratio <= 1:
+            raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
+        self.name, self.root, self.download = name, root, bool(download)
+        self._train_res = _descending(train_resolutions)
+        self._test_res = _descending(test_resolutions) if test_resolutions else self._train_res
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.crop, self.resize_on, self.val_crop_ratio = crop, resize_on, float(val_crop_ratio)
+        self.synthetic = dict(synthetic or {})
+        if name == "synthetic":
+            train_samples = SYNTHETIC_TRAIN_SAMPLES if train_samples is None else train_samples
+            val_samples = SYNTHETIC_VAL_SAMPLES if val_samples is None else val_samples
+        self.train_samples, self.val_samples = train_samples, val_samples
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.seed = int(seed)
+        self._meta: DatasetMeta | None = None
+        self._datasets: dict[str, Dataset] = {}
+        self._affine: dict[torch.device, tuple[Tensor, Tensor]] = {}  # per device: (scale, shift)
+
+    # ---- metadata -------------------------------------------------------------------------------
+    @property
+    def meta(self) -> DatasetMeta:
+        """Registry metadata, computed without loading the data set (cached)."""
+        if self._meta is None:
+            self._meta = dataset_meta(self.name, self.root, **self.synthetic)
+        return self._meta
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.meta.in_channels
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.meta.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.meta.std
+
+    @property
+    def train_resolutions(self) -> tuple[int, ...]:
+        """Training resolutions, high to low."""
+        return self._train_res
+
+    @property
+    def test_resolutions(self) -> tuple[int, ...]:
+        """Validation/test resolutions, high to low (defaults to the training ones)."""
+        return self._test_res
+
+    @property
+    def max_train_resolution(self) -> int:
+        return self._train_res[0]
+
+    @property
+    def max_test_resolution(self) -> int:
+        return self._test_res[0]
+
+    # ---- worker transforms ----------------------------------------------------------------------
+    def train_transform(self):
+        """PIL/uint8 image -> uint8 (C, R, R) at the max train res, or a tuple per resolution (see module doc)."""
+        to_uint8 = ToUint8CHW(self.in_channels)
+        flip = v2.RandomHorizontalFlip()
+
+        def crop(r: int):
+            return v2.RandomResizedCrop(r, scale=self.crop_scale, antialias=True)
+
+        if self.crop == "multi":
+            return PerResolution(to_uint8, {r: v2.Compose([crop(r), flip]) for r in self._train_res})
+        one_crop = v2.Compose([to_uint8, crop(self.max_train_resolution), flip])
+        if self.resize_on == "worker":
+            return PerResolution(one_crop, {r: v2.Resize([r, r], antialias=True) for r in self._train_res})
+        return one_crop
+
+    def val_transform(self):
+        """PIL/uint8 image -> uint8 (C, R, R) centre crop at the max test res (or a tuple per resolution)."""
+        to_uint8 = ToUint8CHW(self.in_channels)
+
+        def centre(r: int):
+            return v2.Compose([v2.Resize(round(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r)])
+
+        if self.resize_on == "worker":
+            return PerResolution(to_uint8, {r: centre(r) for r in self._test_res})
+        return v2.Compose([to_uint8, centre(self.max_test_resolution)])
+
+    # ---- data sets and loaders -------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download / unpack on one process (no-op for synthetic)."""
+        if self.name != "synthetic":
+            for split in ("train", "val"):
+                build_dataset(self.name, split, self.root, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ("train", "val", "test"))
+        for split in splits:
+            if split not in self._datasets:
+                self._datasets[split] = self._build(split)
+
+    def _build(self, split: str) -> Dataset:
+        count = self.train_samples if split == "train" else self.val_samples
+        kwargs = dict(self.synthetic)
+        if self.name == "synthetic":
+            kwargs["num_samples"] = count
+        dataset = build_dataset(self.name, split, self.root, self.download, **kwargs).dataset
+        if count is not None and count < len(dataset):  # a fixed random subset, independent of `seed`
+            keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
+            dataset = Subset(dataset, keep.sort().values.tolist())
+        if split == "train":
+            return TransformedDataset(dataset, self.train_transform(), seed=self.seed)
+        return TransformedDataset(dataset, self.val_transform())
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        if split not in self._datasets:
+            self._datasets[split] = self._build(split)
+        dataset = self._datasets[split]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if train else None,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """One loader serving every test resolution through ``MultiResBatch.at``."""
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    # ---- device side ------------------------------------------------------------------------------
+    def _scale_shift(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(1, C, 1, 1) float tensors with x_uint8 * scale + shift = (x / 255 - mean) / std; one copy per device."""
+        out = self._affine.get(device)
+        if out is None:
+            mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+            out = self._affine[device] = ((1.0 / (255.0 * std)).to(device), (-mean / std).to(device))
+        return out
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 (B, C, H, W) -> float (B, C, H, W), ``(x / 255 - mean) / std``, on the images' device."""
+        scale, shift = self._scale_shift(images.device)
+        return torch.addcmul(shift, images.float(), scale)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
+        """``(uint8 images | tuple of them, targets)`` on the device -> ``MultiResBatch``."""
+        if isinstance(batch, MultiResBatch):
+            return batch
+        images, targets = batch
+        if isinstance(images, Tensor):
+            return MultiResBatch(self.normalize(images), targets)
+        per_resolution = {int(x.shape[-1]): self.normalize(x) for x in images}
+        return MultiResBatch(per_resolution[max(per_resolution)], targets, per_resolution)

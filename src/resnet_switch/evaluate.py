@@ -1,0 +1,317 @@
+"""``python -m resnet_switch.evaluate ckpt=PATH test_resolutions=[...] [widths=[...]] bn_mode=...``
+
+Accuracy of one or more checkpoints at any test resolutions (and, for slimmable checkpoints, any
+widths): a checkpoint-by-test-resolution table (Markdown + CSV, SAN Table 1 layout), a long CSV
+with MAdds, and ``acc_vs_madds.png``.
+
+``query_table=true`` instead builds MutualNet's query table of ONE checkpoint (every width from the
+method's smallest to its largest in ``width_step`` steps x test resolutions, BN recalibrated per
+configuration, MAdds, parameters, CPU latency, top-1/top-5; see :mod:`resnet_switch.query_table`),
+and with ``budget.madds=150M`` / ``budget.latency_ms=5`` prints the best configuration that fits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from . import query_table as qt
+from .checkpointing import load_checkpoint, rebuild_from_checkpoint
+from .config_checks import CONF_DIR, check_overrides
+from .costs import check_widths, count_costs
+from .errors import ConfigError, user_errors
+from .evaluation import calibrate_configs, evaluate_configs
+from .layers.calibration import calibratable_layers
+from .methods import Method
+from .models.switchable import SwitchableNet
+from .reporting import markdown_table, pivot, plot_accuracy_vs_madds, write_csv
+from .results import add_costs
+from .switch import SubnetConfig, check_resolutions
+
+BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no GPU is visible; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def checkpoint_label(meta: dict[str, Any]) -> str:
+    res = meta["net"]["resolutions"]
+    span = f"{res[0]}" if len(res) == 1 else f"{res[0]}-{res[-1]}"
+    return f"{meta['method']['name']} {meta['net']['name']} @{span}"
+
+
+def build_eval_datamodule(meta: dict[str, Any], cfg: DictConfig, test_resolutions):
+    data = dict(meta["run"]["data"])
+    data.pop("resolutions", None)
+    data.update(OmegaConf.to_container(cfg.data, resolve=True) or {})
+    data["train_resolutions"] = meta["net"]["resolutions"]
+    data["test_resolutions"] = list(test_resolutions)
+    for key in ("batch_size", "num_workers"):
+        if cfg.get(key) is not None:
+            data[key] = cfg[key]
+    return instantiate(data, _convert_="all")
+
+
+# ------------------------------------------------------------------------------------ widths
+def is_slimmable(net: SwitchableNet) -> bool:
+    return net.spec.get("layers") == "slimmable"
+
+
+def has_private_bn_per_width(net: SwitchableNet) -> bool:
+    return bool((net.spec.get("layer_kwargs") or {}).get("private_bn_per_width"))
+
+
+def check_eval_widths(net: SwitchableNet, widths, model: str = "this") -> list[float]:
+    """Widths a checkpoint can run: any in (0, 1] for a slimmable net with shared BN, the trained
+    list for S-Net (private BN per width), only 1.0 otherwise."""
+    widths = check_widths(list(widths))
+    if not is_slimmable(net):
+        if widths != [1.0]:
+            raise ConfigError(f"widths: {model} checkpoint is not slimmable; use widths=[1.0]")
+    elif has_private_bn_per_width(net):
+        bad = [w for w in widths if SubnetConfig(1, w).width not in net.state.widths]
+        if bad:
+            raise ConfigError(f"widths: {bad} have no private BN in {model} checkpoint (S-Net); "
+                              f"choose from {list(net.state.widths)}")
+    return widths
+
+
+def query_widths(net: SwitchableNet, step: float) -> list[float]:
+    """The query table's candidate widths: ``lo, lo + step, ..., hi`` of the trained range
+    (MutualNet/US-Net), the trained list (S-Net), ``[1.0]`` for non-slimmable nets."""
+    if not is_slimmable(net):
+        return [1.0]
+    if has_private_bn_per_width(net):
+        return sorted(net.state.widths)
+    return qt.width_grid(net.state.widths[-1], net.state.widths[0], float(step))
+
+
+# -------------------------------------------------------------------------------- BN handling
+def is_stored(net: SwitchableNet, config: SubnetConfig) -> bool:
+    """Whether every calibratable BN layer holds recalibrated statistics for ``config``."""
+    return all(config.key() in layer.calibrated for layer in calibratable_layers(net))
+
+
+def reuse_stored_statistics(net: SwitchableNet, configs, candidates=()) -> list[SubnetConfig]:
+    """Configurations of ``configs`` that still need calibration.
+
+    A configuration is served by statistics already in the net (from the checkpoint) when they are
+    stored under its own key, or under the key of a stored configuration (from ``configs`` or
+    ``candidates``) at the same resolution with the same channel signature -- the same plain
+    network -- whose statistics are then shared under the new key."""
+    layers = calibratable_layers(net)
+    twins: dict[tuple, SubnetConfig] = {}
+    for config in [*configs, *candidates]:
+        if is_stored(net, config):
+            twins.setdefault((config.resolution, qt.channel_signature(net, config.width)), config)
+    missing = []
+    for config in configs:
+        if is_stored(net, config):
+            continue
+        twin = twins.get((config.resolution, qt.channel_signature(net, config.width)))
+        if twin is None:
+            missing.append(config)
+            continue
+        for layer in layers:
+            layer.calibrated[config.key()] = layer.calibrated[twin.key()]
+    return missing
+
+
+def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: list[SubnetConfig],
+                     cfg: DictConfig) -> list[dict]:
+    """Rows ``{resolution, width, top1, top5, bn}`` in ``configs`` order.
+
+    Methods that need calibration (MutualNet, US-Net, S-Net) use exact statistics for every
+    configuration (``bn_mode`` null or ``calibrate``): those stored in the checkpoint are reused,
+    the others recalibrated on ``calibration_samples`` training images. Other methods: training
+    resolutions use their own BN, unseen ones ``bn_mode`` (method default when null)."""
+    mode = cfg.bn_mode or ("calibrate" if method.needs_calibration else method.default_bn_mode)
+    if mode not in BN_MODES:
+        raise ConfigError(f"bn_mode: unknown {mode!r}; choose one of {list(BN_MODES)}")
+    net.state.scale_encoding = "exact" if mode == "ideal" else "nearest"  # read by SAN's scale-conditioned convs
+    if method.needs_calibration and mode in ("calibrate", "ideal"):
+        missing = reuse_stored_statistics(net, configs, method.eval_configs())
+        if missing:
+            calibrate_configs(net, datamodule, missing, cfg.calibration_samples)
+        print(f"BN: {len(configs) - len(missing)} configuration(s) use statistics stored in the checkpoint, "
+              f"{len(missing)} recalibrated on {cfg.calibration_samples} images", flush=True)
+        rows = evaluate_configs(net, datamodule, configs, bn_mode="calibrated", limit_batches=cfg.limit_batches)
+        for row, config in zip(rows, configs):
+            row["bn"] = "recalibrated" if config in missing else "stored"
+        return rows
+    trained = set(net.state.train_resolutions)
+    own = [c for c in configs if c.resolution in trained]
+    unseen = [c for c in configs if c.resolution not in trained]
+    if mode in ("calibrate", "ideal") and unseen:
+        calibrate_configs(net, datamodule, unseen, cfg.calibration_samples)
+    state_mode = {"calibrate": "calibrated", "ideal": "calibrated", "proxy": "nearest"}.get(mode, mode)
+    by_config = {}
+    for group, bn_mode, label in ((own, "nearest", "own"), (unseen, state_mode, mode)):
+        if group:
+            for row, config in zip(evaluate_configs(net, datamodule, group, bn_mode=bn_mode,
+                                                    limit_batches=cfg.limit_batches), group):
+                by_config[config] = {**row, "bn": label}
+    return [by_config[c] for c in configs]
+
+
+# ------------------------------------------------------------------------------ plain evaluate
+def load_for_eval(path: str, device: torch.device):
+    method, net, meta = rebuild_from_checkpoint(load_checkpoint(path))
+    return method, net.to(device), meta
+
+
+def evaluate_checkpoint(path: str, cfg: DictConfig, test_resolutions, device: torch.device) -> list[dict]:
+    """Rows ``{model, resolution, width, top1, top5, bn, madds, params}`` for one checkpoint."""
+    method, net, meta = load_for_eval(path, device)
+    label = checkpoint_label(meta)
+    widths = check_eval_widths(net, cfg.get("widths") or [1.0], label)
+    configs = [SubnetConfig(r, w) for w in widths for r in test_resolutions]
+    datamodule = build_eval_datamodule(meta, cfg, test_resolutions)
+    rows = evaluate_with_bn(method, net, datamodule, configs, cfg)
+    return [{"model": label, **r} for r in add_costs(rows, net)]
+
+
+def checkpoint_paths(cfg: DictConfig) -> list[str]:
+    return [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
+
+
+def resolve_test_resolutions(cfg: DictConfig, first_path: str):
+    if cfg.test_resolutions:
+        return check_resolutions(list(cfg.test_resolutions), "test_resolutions")
+    return load_checkpoint(first_path)["resnet_switch"]["net"]["resolutions"]
+
+
+def evaluate(cfg: DictConfig) -> list[dict]:
+    if cfg.get("query_table"):
+        return query_table_job(cfg)
+    paths = checkpoint_paths(cfg)
+    test_resolutions = resolve_test_resolutions(cfg, paths[0])
+    device = pick_device(cfg.device)
+    rows = []
+    for path in paths:
+        rows += evaluate_checkpoint(path, cfg, test_resolutions, device)
+    several_widths = len({r["width"] for r in rows}) > 1
+    for r in rows:
+        r["subnet"] = f"{r['model']} w{r['width']:g}" if several_widths else r["model"]
+    run_dir = Path(cfg.run_dir)
+    table = pivot([{"model": r["subnet"], "resolution": r["resolution"], "top1": r["top1"]} for r in rows],
+                  "model", "resolution", "top1", col_label="{}")
+    md = markdown_table(table)
+    write_csv(table, run_dir / "eval_table.csv")
+    write_csv(rows, run_dir / "eval_rows.csv")
+    (run_dir / "eval_table.md").write_text(f"top-1 (%) by test resolution, bn_mode={cfg.bn_mode or 'method default'}\n\n{md}\n")
+    series: dict[str, list] = {}
+    for r in rows:
+        series.setdefault(r["subnet"], []).append((r["madds"], r["top1"], str(r["resolution"])))
+    plot_accuracy_vs_madds(series, run_dir / "acc_vs_madds.png", title="top-1 vs MAdds by test resolution")
+    print(f"\n{md}\n\ntables: {run_dir / 'eval_table.md'}  plot: {run_dir / 'acc_vs_madds.png'}", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------- query table
+def parse_budget(cfg: DictConfig) -> tuple[float | None, float | None]:
+    budget = cfg.get("budget") or {}
+    madds, latency = budget.get("madds"), budget.get("latency_ms")
+    return (None if madds is None else qt.parse_count(madds, "budget.madds"),
+            None if latency is None else qt.parse_positive(latency, "budget.latency_ms"))
+
+
+def query_row(net: SwitchableNet, evaluated: dict, cfg: DictConfig) -> dict:
+    """One query-table row: costs of the materialised plain model and its CPU latency."""
+    config = SubnetConfig(evaluated["resolution"], evaluated["width"])
+    plain = net.materialize(config)
+    madds, params = count_costs(plain, config)
+    latency = None
+    if cfg.latency_runs:
+        latency = qt.measure_latency_ms(plain, config.resolution, net.spec.get("in_channels", 3),
+                                        runs=int(cfg.latency_runs), warmup=int(cfg.latency_warmup),
+                                        threads=int(cfg.threads))
+    return {"width": config.width, "resolution": config.resolution, "madds": madds, "params": params,
+            "latency_ms": latency, "top1": evaluated["top1"], "top5": evaluated["top5"]}
+
+
+def query_table_job(cfg: DictConfig) -> list[dict]:
+    """Build, write and plot the query table of one checkpoint; print the choice under the budget."""
+    paths = checkpoint_paths(cfg)
+    if len(paths) != 1:
+        raise ConfigError(f"ckpt: query_table=true takes ONE checkpoint, got {len(paths)}")
+    madds_budget, latency_budget = parse_budget(cfg)  # fail on a bad budget before any work
+    if latency_budget is not None and not cfg.latency_runs:
+        raise ConfigError("budget.latency_ms: needs latency measurements; set latency_runs > 0")
+    test_resolutions = resolve_test_resolutions(cfg, paths[0])
+    method, net, meta = load_for_eval(paths[0], pick_device(cfg.device))
+    groups = qt.unique_widths(net, query_widths(net, cfg.width_step))
+    merged = {kept: g for kept, g in groups.items() if len(g) > 1}
+    configs = [SubnetConfig(r, w) for r in test_resolutions for w in groups]
+    datamodule = build_eval_datamodule(meta, cfg, test_resolutions)
+    evaluated = evaluate_with_bn(method, net, datamodule, configs, cfg)
+    rows = [query_row(net, e, cfg) for e in evaluated]
+
+    run_dir = Path(cfg.run_dir)
+    chosen, verdict = [], ""
+    if madds_budget is not None or latency_budget is not None:
+        try:
+            chosen = [qt.select_under_budget(rows, madds_budget, latency_budget)]
+            verdict = f"best under {qt.budget_text(madds_budget, latency_budget)}: {qt.describe(chosen[0])}"
+        except ValueError as err:
+            verdict = str(err)
+    label = checkpoint_label(meta)
+    notes = [f"Query table of {label} ({paths[0]}); BN: {', '.join(sorted({e['bn'] for e in evaluated}))}."]
+    if merged:
+        notes.append("Widths with identical channels were merged into the largest: "
+                     + "; ".join(f"{k:g} <- {', '.join(f'{w:g}' for w in g if w != k)}" for k, g in merged.items()))
+    if cfg.latency_runs:
+        notes.append(f"latency_ms: CPU, batch 1, median of {cfg.latency_runs} runs, {cfg.threads} thread(s).")
+    notes.append("frontier: on the MAdds / top-1 Pareto frontier.")
+    if verdict:
+        notes.append(verdict)
+    csv_path, md_path = qt.write_query_table(rows, run_dir, header="\n".join(notes), chosen=chosen)
+    plot = qt.plot_query_frontier(rows, run_dir / "query_frontier.png", chosen=chosen,
+                                  title=f"query table: {label}")
+    frontier = qt.pareto_frontier(rows)
+    summary = notes[:-1] if verdict else notes  # the verdict is printed last
+    print("\n".join(["", *summary, "", "Pareto frontier:", *(f"  {qt.describe(r)}" for r in frontier)]),
+          flush=True)
+    print(f"\ntable: {md_path}  csv: {csv_path}  plot: {plot}", flush=True)
+    if verdict:
+        print(verdict, flush=True)
+    start = bool(cfg.get("wandb"))
+    init_kwargs = {}
+    if start:
+        from .train import wandb_offline
+
+        init_kwargs = {"project": cfg.wandb_project, "dir": str(run_dir), "job_type": "query_table",
+                       "mode": "offline" if wandb_offline() else "online",
+                       "config": {"ckpt": str(paths[0]), "width_step": cfg.width_step,
+                                  "test_resolutions": list(test_resolutions)}}
+    qt.log_to_wandb(rows, plot, start=start, init_kwargs=init_kwargs)
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> None:
+    with user_errors():
+        evaluate(cfg)
+
+
+def main() -> None:
+    import sys
+
+    with user_errors():
+        if not any(a.startswith("-") for a in sys.argv[1:]):
+            check_overrides(sys.argv[1:], "evaluate")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Evaluate a switchable network over configurations on a data module's validation split.
+
+One pass over the loader serves every configuration: each batch is ONE centre crop at the largest
+test resolution, and every smaller resolution is made from it on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+from tqdm.auto import tqdm
+
+from .data.multires import MultiResBatch
+from .layers.calibration import calibrate_bn
+from .models.switchable import SwitchableNet
+from .switch import SubnetConfig
+
+
+def to_device(batch, device: torch.device):
+    """``(images | tuple of images, targets)`` -> same structure on ``device`` (non-blocking)."""
+    images, targets = batch
+    if isinstance(images, Tensor):
+        images = images.to(device, non_blocking=True)
+    else:
+        images = tuple(x.to(device, non_blocking=True) for x in images)
+    return images, targets.to(device, non_blocking=True)
+
+
+def device_batches(datamodule, loader, device: torch.device) -> Iterator[MultiResBatch]:
+    for batch in loader:
+        yield datamodule.on_after_batch_transfer(to_device(batch, device), 0)
+
+
+@torch.no_grad()
+def evaluate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetConfig],
+                     bn_mode: str | None = None, limit_batches: int | None = None,
+                     progress: bool = True) -> list[dict]:
+    """Top-1/top-5 (%) per configuration: rows ``{resolution, width, top1, top5}``."""
+    device = next(net.parameters()).device
+    num_classes = net.spec["num_classes"]
+    acc1 = [MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device) for _ in configs]
+    acc5 = [MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro").to(device) for _ in configs]
+    was_training = net.training
+    net.eval()
+    loader = datamodule.val_dataloader()
+    batches = device_batches(datamodule, loader, device)
+    for i, batch in enumerate(tqdm(batches, total=len(loader), desc="evaluate", disable=not progress, leave=False)):
+        if limit_batches is not None and i >= limit_batches:
+            break
+        for k, config in enumerate(configs):
+            with net.switch(config, bn_mode):
+                logits = net(batch.at(config.resolution))
+            acc1[k].update(logits, batch.targets)
+            acc5[k].update(logits, batch.targets)
+    net.train(was_training)
+    return [
+        {"resolution": c.resolution, "width": c.width,
+         "top1": float(a1.compute()) * 100, "top5": float(a5.compute()) * 100}
+        for c, a1, a5 in zip(configs, acc1, acc5)
+    ]
+
+
+def calibrate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetConfig],
+                      num_samples: int, progress: bool = True) -> None:
+    """Exact BN recalibration for each configuration on ``num_samples`` training images, each
+    made at the configuration's resolution from the training crop on the device."""
+    device = next(net.parameters()).device
+    for config in tqdm(configs, desc="calibrate BN", disable=not progress, leave=False):
+        loader = datamodule.train_dataloader()
+        images = (b.at(config.resolution) for b in device_batches(datamodule, loader, device))
+        calibrate_bn(net, images, config, num_samples)

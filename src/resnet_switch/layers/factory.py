@@ -1,0 +1,73 @@
+"""Layer factories: backbones are written once and ask a factory for every conv, BN and linear.
+
+A factory decides what kind of layer a backbone gets (plain, private-BN, scale-conditioned,
+slimmable) so every method works with every backbone. Each request carries a ``role`` so a method
+can treat layers differently by position:
+
+- ``stem``: the first conv (its input channels are the image's, never slimmed),
+- ``body``: convs/BNs inside blocks, ``shortcut``: the 1x1 projection of a residual block,
+- ``expand``: a MobileNetV2 1x1 expansion (its output is ``t`` x its input: slimmable layers keep
+  that ratio),
+- ``head``: layers whose outputs are never slimmed: the classifier (the classes) and MobileNet's
+  last 1x1 conv (1280 channels at every width, as in US-Net/MutualNet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..switch import SwitchState
+from .private_bn import PrivateBatchNorm2d
+
+ROLES = ("stem", "body", "shortcut", "expand", "head")
+
+
+class PlainLayers:
+    """Ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear`` (torchvision-compatible models)."""
+
+    def __init__(self, state: SwitchState | None = None):
+        self.state = state
+
+    def conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+             padding: int = 0, groups: int = 1, bias: bool = False, *, role: str = "body") -> nn.Module:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
+
+    def bn(self, num_features: int, *, role: str = "body") -> nn.Module:
+        return nn.BatchNorm2d(num_features)
+
+    def linear(self, in_features: int, out_features: int, *, role: str = "head") -> nn.Module:
+        return nn.Linear(in_features, out_features)
+
+
+class PrivateBNLayers(PlainLayers):
+    """Shared convs and classifier, one BN set per training resolution (RS-Net, parallel)."""
+
+    def __init__(self, state: SwitchState):
+        super().__init__(state)
+
+    def bn(self, num_features: int, *, role: str = "body") -> nn.Module:
+        return PrivateBatchNorm2d(num_features, self.state)
+
+
+LAYER_FACTORIES: dict[str, Callable[..., PlainLayers]] = {
+    "plain": PlainLayers,
+    "private_bn": PrivateBNLayers,
+}
+
+
+def register_layers(name: str) -> Callable:
+    """Decorator adding a factory class to :data:`LAYER_FACTORIES` under ``name``."""
+
+    def deco(cls):
+        LAYER_FACTORIES[name] = cls
+        return cls
+
+    return deco
+
+
+def build_layers(name: str, state: SwitchState, **kwargs) -> PlainLayers:
+    if name not in LAYER_FACTORIES:
+        raise ValueError(f"layers: unknown {name!r}; choose one of {sorted(LAYER_FACTORIES)}")
+    return LAYER_FACTORIES[name](state, **kwargs)

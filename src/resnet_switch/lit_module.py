@@ -1,0 +1,181 @@
+"""The LightningModule: one switchable network, one method, SGD + cosine, per-configuration metrics.
+
+Optimisation is manual so a method may call ``backward`` once (RS-Net: MRED needs every logit first)
+or once per configuration (SAN, MutualNet: peak activation memory of one configuration); there is
+exactly one optimizer step per training step either way. Under DDP, gradients are synchronised only
+on the last backward of a step.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .checkpointing import CHECKPOINT_KEY, checkpoint_meta
+from .data.multires import MultiResBatch
+from .evaluation import calibrate_configs
+from .methods import Method
+from .models.switchable import SwitchableNet
+from .switch import SubnetConfig
+
+
+def metric_suffix(config: SubnetConfig) -> str:
+    """``'160'`` at full width, ``'160_w0.5'`` otherwise (metric names ``val/acc1@160``...)."""
+    return f"{config.resolution}" if config.width == 1.0 else f"{config.resolution}_w{config.width:g}"
+
+
+def _module_key(config: SubnetConfig) -> str:
+    """``config.key()`` without dots (ModuleDict keys cannot hold them)."""
+    return config.key().replace(".", "p")
+
+
+class SwitchModule(L.LightningModule):
+    """Args:
+        method: the training method (owns its extra parameters, e.g. RS-Net's alpha).
+        net: the switchable network built for it (:func:`resnet_switch.build.build_net_for_method`).
+        optim: ``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``decay_scope`` (``all`` or
+            ``conv_fc``: only non-depthwise conv and FC weights decay, MutualNet) and
+            ``warmup_epochs``; the schedule is cosine to 0 over all steps, stepped per iteration.
+        run_meta: extra facts stored in every checkpoint (data set, normalisation).
+    """
+
+    def __init__(self, method: Method, net: SwitchableNet, optim: dict[str, Any],
+                 method_meta: dict[str, Any], run_meta: dict[str, Any] | None = None,
+                 calibration_samples: int = 2048):
+        super().__init__()
+        self.automatic_optimization = False
+        self.method = method
+        self.net = net
+        self.optim = dict(optim)
+        self.method_meta = dict(method_meta)
+        self.run_meta = dict(run_meta or {})
+        self.eval_configs = method.eval_configs()
+        self.calibration_samples = int(calibration_samples)
+        self.calibrated_step: int | None = None  # global step of the last BN recalibration
+        num_classes = net.spec["num_classes"]
+        top5 = min(5, num_classes)
+        self.acc1 = nn.ModuleDict({_module_key(c): MulticlassAccuracy(num_classes, top_k=1, average="micro")
+                                   for c in self.eval_configs})
+        self.acc5 = nn.ModuleDict({_module_key(c): MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+                                   for c in self.eval_configs})
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: MultiResBatch, batch_idx: int) -> None:
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        calls = self.method.backward_calls()
+        done = [0]
+
+        def backward(loss: Tensor) -> None:
+            done[0] += 1
+            with nullcontext() if done[0] >= calls else self._no_sync():
+                self.manual_backward(loss)
+
+        logs = self.method.training_step(self.net, batch, backward)
+        opt.step()
+        sched.step()
+        bs = len(batch)
+        self.log("train/loss", logs.pop("loss"), prog_bar=True, batch_size=bs)
+        for name, value in logs.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        for name, value in self.method.logged_values().items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        self.log("train/lr", sched.get_last_lr()[0], batch_size=bs)
+
+    def _no_sync(self):
+        """DDP: accumulate gradients locally on all but a step's last backward."""
+        strategy_model = getattr(self.trainer.strategy, "model", None)
+        if hasattr(strategy_model, "no_sync"):
+            return strategy_model.no_sync()
+        return nullcontext()
+
+    # --------------------------------------------------------------- validation
+    @property
+    def eval_bn_mode(self) -> str | None:
+        return "calibrated" if self.method.needs_calibration else None
+
+    def recalibrate(self) -> None:
+        """Exact BN statistics for every evaluation configuration (slimmable methods), once per step."""
+        if self.method.needs_calibration and self.calibrated_step != self.global_step:
+            calibrate_configs(self.net, self.trainer.datamodule, self.eval_configs,
+                              self.calibration_samples, progress=False)
+            self.calibrated_step = self.global_step
+
+    def on_validation_epoch_start(self) -> None:
+        self.recalibrate()
+
+    def validation_step(self, batch: MultiResBatch, batch_idx: int) -> None:
+        for config in self.eval_configs:
+            with self.net.switch(config, self.eval_bn_mode):
+                logits = self.net(batch.at(config.resolution))
+            self.acc1[_module_key(config)].update(logits, batch.targets)
+            self.acc5[_module_key(config)].update(logits, batch.targets)
+
+    def on_validation_epoch_end(self) -> None:
+        top1 = []
+        for config in self.eval_configs:
+            acc1, acc5 = self.acc1[_module_key(config)], self.acc5[_module_key(config)]
+            acc1, acc5 = acc1.compute(), acc5.compute()
+            self.acc1[_module_key(config)].reset()
+            self.acc5[_module_key(config)].reset()
+            suffix = metric_suffix(config)
+            self.log(f"val/acc1@{suffix}", acc1 * 100, sync_dist=True)
+            self.log(f"val/acc5@{suffix}", acc5 * 100, sync_dist=True)
+            top1.append(acc1)
+        self.log("val/acc1_mean", torch.stack(top1).mean() * 100, prog_bar=True, sync_dist=True)
+
+    # ------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        o = self.optim
+        decay, no_decay = split_weight_decay(self.net, o.get("decay_scope", "all"))
+        groups = [
+            {"params": decay, "weight_decay": o["weight_decay"]},
+            {"params": no_decay + list(self.method.no_decay_parameters()), "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.9),
+                                    nesterov=o.get("nesterov", False))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = int(o.get("warmup_epochs", 0) * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = checkpoint_meta(self.net, self.method_meta, self.run_meta)
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int = 0):
+    """LR factor: linear warm-up to 1, then cosine to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def split_weight_decay(net: nn.Module, scope: str = "all") -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``all``: every parameter decays. ``conv_fc``: only weights of non-depthwise convs and linear
+    layers decay (MutualNet's recipe); BN, biases and depthwise kernels do not."""
+    if scope not in ("all", "conv_fc"):
+        raise ValueError(f"optim.decay_scope: unknown {scope!r}; choose all or conv_fc")
+    if scope == "all":
+        return list(net.parameters()), []
+    decay_ids = set()
+    for m in net.modules():
+        weight = getattr(m, "weight", None)
+        if isinstance(weight, nn.Parameter) and weight.dim() in (2, 4):
+            if weight.dim() == 2 or getattr(m, "groups", 1) == 1:
+                decay_ids.add(id(weight))
+    decay = [p for p in net.parameters() if id(p) in decay_ids]
+    no_decay = [p for p in net.parameters() if id(p) not in decay_ids]
+    return decay, no_decay

@@ -1,0 +1,66 @@
+"""What a training method is: which layers it needs, which configurations it trains and evaluates,
+and one training step that calls ``backward`` once or once per configuration.
+
+A method is an ``nn.Module`` so its own parameters (RS-Net's ensemble weights alpha) live in the
+checkpoint; :meth:`no_decay_parameters` go to the optimizer without weight decay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import Tensor, nn
+
+from ..data.multires import MultiResBatch
+from ..models.switchable import SwitchableNet
+from ..switch import SubnetConfig, check_resolutions
+
+Backward = Callable[[Tensor], None]
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``layers`` (the layer factory they need) and implement
+    :meth:`training_step`.
+
+    Args:
+        resolutions: training resolutions, highest first.
+        widths: width multipliers evaluated (slimmable methods); ``(1.0,)`` otherwise.
+    """
+
+    layers = "private_bn"
+    per_config_backward = False  # True: backward once per configuration (DDP syncs only the last)
+    default_bn_mode = "nearest"  # evaluate's bn_mode for unseen resolutions when none is given
+    needs_calibration = False  # True: BN statistics are recalibrated per configuration before evaluation
+
+    def __init__(self, resolutions: Sequence[int], widths: Sequence[float] = (1.0,)):
+        super().__init__()
+        self.resolutions = check_resolutions(resolutions, "data.resolutions")
+        self.widths = tuple(widths)
+
+    def layer_kwargs(self) -> dict:
+        """Extra arguments for the layer factory (e.g. SAN's meta-learner kind)."""
+        return {}
+
+    def net_widths(self) -> tuple[float, ...]:
+        """Widths the network is built for (its ``SwitchState.widths``)."""
+        return self.widths
+
+    def backward_calls(self) -> int:
+        """How many times :meth:`training_step` calls ``backward`` (DDP syncs gradients on the last)."""
+        return 1
+
+    def no_decay_parameters(self) -> list[nn.Parameter]:
+        return list(self.parameters())
+
+    def eval_configs(self) -> list[SubnetConfig]:
+        """Configurations validated during training (``val/acc1@R`` per entry)."""
+        return [SubnetConfig(r) for r in self.resolutions]
+
+    def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
+        """Train one step: call ``backward(loss)`` one or more times, return detached scalars to log
+        (``loss`` is the total, plus per-part entries)."""
+        raise NotImplementedError
+
+    def logged_values(self) -> dict[str, Tensor]:
+        """Extra per-step values to log (e.g. ``softmax(alpha)``); detached."""
+        return {}

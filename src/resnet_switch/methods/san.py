@@ -1,0 +1,92 @@
+"""SAN: Scale Adaptive Network (Li et al., ECCV 2020).
+
+Conv kernels generated per scale by meta-learners (:mod:`~resnet_switch.layers.scale_conv`),
+private BN per training resolution, shared FC, trained with top-down scale distillation
+(eq. 3-4, ``alpha = beta = 1``)::
+
+    L = sum_i CE(z_i, y) + sum_i sum_{j: S_j > S_i} KL(p_j.detach() || p_i)
+
+Resolutions run from the highest down and each one is backpropagated at once; only detached
+log-probabilities of the higher ones are kept, so peak activation memory is one resolution's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.multires import MultiResBatch
+from ..layers.scale_conv import build_meta, meta_roles_arg
+from ..losses import kl_to_teacher_probs
+from ..models.switchable import SwitchableNet
+from ..switch import SubnetConfig
+from .base import Backward, Method
+
+CONV_KINDS = ("meta", "private")
+
+
+class SAN(Method):
+    """Args:
+        resolutions: training resolutions, highest first.
+        distill: add scale distillation (``False``: sum of CE only, the "w/o SD" rows).
+        meta: meta-learner, ``linear`` (eq. 2) or ``mlp8``/``mlp16`` (Table 5).
+        private_bn: one BN set per training resolution (``False``: shared BN, Table 3).
+        conv: ``meta`` (generated kernels) or ``private`` (one plain conv per resolution, Table 4;
+            ``meta``/``meta_roles``/``scale`` are then unused).
+        meta_roles: conv roles that are meta (e.g. ``[body, shortcut]``) or ``"all"``; ``None`` -> the
+            factory default ``(body, shortcut)`` (SAN's ResNets). The backbone's paper default
+            (MobileNetV2: ``all``) comes from the model config (``conf/method/san.yaml`` reads it).
+        scale: scale encoding ``eps = scale * S / 32``.
+    """
+
+    per_config_backward = True
+    default_bn_mode = "proxy"
+
+    def __init__(self, resolutions: Sequence[int], distill: bool = True, meta: str = "linear",
+                 private_bn: bool = True, conv: str = "meta", meta_roles: str | Sequence[str] | None = None,
+                 scale: float = 0.1):
+        super().__init__(resolutions)
+        if conv not in CONV_KINDS:
+            raise ValueError(f"method.conv: unknown {conv!r}; choose one of {list(CONV_KINDS)}")
+        build_meta(meta, (1, 1, 1, 1))  # validates the name
+        if scale <= 0:
+            raise ValueError(f"method.scale: must be positive, got {scale!r}")
+        self.distill, self.meta, self.private_bn, self.conv = bool(distill), meta, private_bn, conv
+        self.meta_roles = None if meta_roles is None else meta_roles_arg(meta_roles)
+        self.scale = float(scale)
+        self.layers = "san" if conv == "meta" else "private_conv"
+
+    def backward_calls(self) -> int:
+        return len(self.resolutions)
+
+    def layer_kwargs(self) -> dict:
+        if self.conv == "private":
+            return {"private_bn": self.private_bn}
+        kwargs = {"meta": self.meta, "scale": self.scale, "private_bn": self.private_bn}
+        if self.meta_roles is not None:
+            kwargs["meta_roles"] = self.meta_roles if isinstance(self.meta_roles, str) else list(self.meta_roles)
+        return kwargs
+
+    def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
+        targets = batch.targets
+        teachers: list[Tensor] = []  # detached log-probabilities of the higher resolutions
+        total = torch.zeros((), device=targets.device)
+        logs: dict[str, Tensor] = {}
+        for r in self.resolutions:
+            net.set_active(SubnetConfig(r))
+            logits = net(batch.at(r))
+            ce = F.cross_entropy(logits, targets)
+            loss = ce
+            if self.distill and teachers:
+                kd = sum(kl_to_teacher_probs(logits, t) for t in teachers)
+                loss = ce + kd
+                logs[f"kd@{r}"] = kd.detach()
+            backward(loss)
+            logs[f"ce@{r}"] = ce.detach()
+            total = total + loss.detach()
+            if self.distill:
+                teachers.append(F.log_softmax(logits.detach(), dim=1))
+        return {"loss": total, **logs}

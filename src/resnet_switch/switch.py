@@ -1,0 +1,160 @@
+"""The active configuration of a switchable network and the state object its layers share.
+
+A switchable network runs in one configuration at a time, ``SubnetConfig(resolution, width)``.
+The model owns one :class:`SwitchState`; every switchable layer holds a reference to it and reads
+the active configuration from it. Switching is explicit (``state.activate(cfg)`` or the model's
+``switch`` context manager); nothing is global and nothing is looked up by float equality.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+BN_MODES = ("nearest", "interpolate", "calibrated")
+
+
+@dataclass(frozen=True, order=True)
+class SubnetConfig:
+    """One runnable configuration: input resolution (pixels, square) and width multiplier."""
+
+    resolution: int
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if int(self.resolution) != self.resolution or self.resolution <= 0:
+            raise ValueError(f"resolution: must be a positive integer, got {self.resolution!r}")
+        if not 0.0 < float(self.width) <= 1.0:
+            raise ValueError(f"width: must be in (0, 1], got {self.width!r}")
+        object.__setattr__(self, "resolution", int(self.resolution))
+        object.__setattr__(self, "width", round(float(self.width), 6))
+
+    def key(self) -> str:
+        """Stable string key, e.g. ``'r160_w0.75'`` (used in state dicts and file names)."""
+        return f"r{self.resolution}_w{self.width:g}"
+
+
+@dataclass(frozen=True)
+class BNBlend:
+    """Which private BN set(s) the active configuration uses.
+
+    ``indices``/``weights``: the statistics and affine parameters used are
+    ``sum_k weights[k] * set[indices[k]]`` (one entry for a training resolution or ``nearest``,
+    two for RS-Net's linear interpolation, sec. 4.3). ``calibrated``: use the statistics
+    recalibrated for exactly this configuration instead of the sets' running statistics.
+    """
+
+    indices: tuple[int, ...]
+    weights: tuple[float, ...]
+    calibrated: bool = False
+
+    @property
+    def single(self) -> int | None:
+        """The set index when exactly one set is used with weight 1, else ``None``."""
+        return self.indices[0] if len(self.indices) == 1 else None
+
+
+def check_resolutions(resolutions: Sequence[int], field: str = "resolutions") -> tuple[int, ...]:
+    """Validate a resolution list: positive integers, unique, sorted from highest to lowest."""
+    res = tuple(resolutions)
+    if not res:
+        raise ValueError(f"{field}: empty; give at least one resolution, e.g. [224,192,160,128,96]")
+    for r in res:
+        if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+            raise ValueError(f"{field}: {r!r} is not a positive integer; use pixel sizes like 224")
+    if len(set(res)) != len(res):
+        raise ValueError(f"{field}: duplicate entries in {list(res)}; list each resolution once")
+    if list(res) != sorted(res, reverse=True):
+        fixed = sorted(res, reverse=True)
+        raise ValueError(
+            f"{field}: {list(res)} is not sorted from highest to lowest; use {fixed}"
+        )
+    return res
+
+
+class SwitchState:
+    """Mutable state shared by all switchable layers of one network.
+
+    Args:
+        train_resolutions: the resolutions the network is trained at, highest first. Private BN
+            set ``k`` belongs to ``train_resolutions[k]``.
+        widths: the width multipliers the network supports (``(1.0,)`` when it is not slimmable).
+
+    ``bn_mode`` decides what an unseen resolution uses: ``nearest`` training set, ``interpolate``
+    (linear between the two neighbouring sets, clamped outside the range), or ``calibrated``
+    (statistics recalibrated for that configuration). Training resolutions always use their own set.
+    """
+
+    def __init__(self, train_resolutions: Sequence[int], widths: Sequence[float] = (1.0,)):
+        self.train_resolutions = check_resolutions(train_resolutions, "train_resolutions")
+        self.widths = tuple(sorted({round(float(w), 6) for w in widths}, reverse=True))
+        self.bn_mode = "nearest"
+        self._config = SubnetConfig(self.train_resolutions[0], self.widths[0])
+        self._blend = self._compute_blend()
+        self.version = 0  # bumped on every switch; layers may key caches on it
+        self.calibrating = False  # BN layers accumulate exact statistics (see layers.calibration)
+
+    @property
+    def config(self) -> SubnetConfig:
+        return self._config
+
+    @property
+    def blend(self) -> BNBlend:
+        return self._blend
+
+    def activate(self, config: SubnetConfig, bn_mode: str | None = None) -> None:
+        """Make ``config`` the active configuration (optionally changing ``bn_mode``)."""
+        if bn_mode is not None:
+            if bn_mode not in BN_MODES:
+                raise ValueError(f"bn_mode: unknown {bn_mode!r}; choose one of {list(BN_MODES)}")
+            self.bn_mode = bn_mode
+        if config != self._config or bn_mode is not None:
+            self._config = config
+            self._blend = self._compute_blend()
+            self.version += 1
+
+    def train_index(self, resolution: int) -> int | None:
+        """Index of ``resolution`` among the training resolutions, or ``None``."""
+        try:
+            return self.train_resolutions.index(resolution)
+        except ValueError:
+            return None
+
+    def nearest_index(self, resolution: int) -> int:
+        """Index of the training resolution closest to ``resolution`` (ties: the larger one)."""
+        return min(
+            range(len(self.train_resolutions)),
+            key=lambda k: (abs(self.train_resolutions[k] - resolution), k),
+        )
+
+    def _compute_blend(self) -> BNBlend:
+        r = self._config.resolution
+        own = self.train_index(r)
+        if self.bn_mode == "calibrated":
+            return BNBlend((own if own is not None else self.nearest_index(r),), (1.0,), True)
+        if own is not None:
+            return BNBlend((own,), (1.0,))
+        if self.bn_mode == "nearest":
+            return BNBlend((self.nearest_index(r),), (1.0,))
+        return interpolation_blend(self.train_resolutions, r)
+
+
+def interpolation_blend(train_resolutions: Sequence[int], resolution: int) -> BNBlend:
+    """RS-Net sec. 4.3: linear interpolation between the two neighbouring training resolutions.
+
+    With neighbours ``lo < resolution < hi`` the weight of ``hi`` is ``(resolution-lo)/(hi-lo)``.
+    Outside the trained range the closest end set is used.
+    """
+    ascending = sorted(train_resolutions)
+    index_of = {r: i for i, r in enumerate(train_resolutions)}
+    if resolution <= ascending[0]:
+        return BNBlend((index_of[ascending[0]],), (1.0,))
+    if resolution >= ascending[-1]:
+        return BNBlend((index_of[ascending[-1]],), (1.0,))
+    pos = bisect.bisect_left(ascending, resolution)
+    lo, hi = ascending[pos - 1], ascending[pos]
+    if hi == resolution:
+        return BNBlend((index_of[hi],), (1.0,))
+    w_hi = (resolution - lo) / (hi - lo)
+    return BNBlend((index_of[hi], index_of[lo]), (w_hi, 1.0 - w_hi))

@@ -1,0 +1,195 @@
+"""``python -m resnet_switch.train [overrides]``: train one switchable network.
+
+Thin orchestration over Hydra ``instantiate`` (data, trainer, loggers, callbacks) and the method
+registry. Ends by printing the per-configuration accuracy table and writing ``results.md``,
+``results.csv`` and ``acc_vs_madds.png`` next to ``checkpoints/`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .build import build_net_for_method
+from .checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
+from .config_checks import CONF_DIR, check_group_choices, check_overrides
+from .errors import ConfigError, user_errors
+from .lit_module import SwitchModule, metric_suffix
+from .methods import build_method
+from .models import load_plain_weights
+from .results import final_results, publish_results
+from .switch import check_resolutions
+
+METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
+MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles")
+
+
+def wandb_offline() -> bool:
+    """Offline unless the user configured W&B (WANDB_MODE=online, WANDB_API_KEY or a netrc login)."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        return True
+    if mode == "online" or os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+if not OmegaConf.has_resolver("wandb_offline"):
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
+
+
+def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
+            if k not in METHOD_KEYS_FOR_DATA}
+
+
+def backbone_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    return {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
+            if k not in MODEL_KEYS_NOT_BACKBONE}
+
+
+def build_datamodule(cfg: DictConfig, resolutions, test_resolutions=None) -> L.LightningDataModule:
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.pop("resolutions")
+    data["train_resolutions"] = list(resolutions)
+    if test_resolutions:
+        data["test_resolutions"] = list(test_resolutions)
+    return instantiate_checked(data, "data", _convert_="all")
+
+
+def resolve_ckpt_path(value: str | None, run_dir: Path, task_name: str) -> Path | None:
+    """``None``; a path; or ``last``: the run directory's own last.ckpt, else the newest
+    ``outputs/<task_name>/*/checkpoints/last.ckpt``."""
+    if value in (None, ""):
+        return None
+    if value == "last":
+        own = run_dir / "checkpoints" / "last.ckpt"
+        if own.is_file():
+            return own
+        found = sorted(Path("outputs", task_name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise CheckpointError(
+                f"ckpt_path=last: no last.ckpt in {run_dir}/checkpoints or outputs/{task_name}/*/checkpoints; "
+                "pass ckpt_path=PATH or drop it to start fresh"
+            )
+        return found[-1]
+    return Path(value)
+
+
+def instantiate_checked(cfg: Any, field: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with a one-line :class:`ConfigError` naming ``field`` on failure."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except Exception as err:  # instantiate wraps the target's TypeError/ValueError in its own types
+        cause = err.__cause__ or err
+        raise ConfigError(f"{field}: {str(cause).strip().splitlines()[0]}") from None
+
+
+def instantiate_group(cfg: DictConfig | None, field: str) -> list:
+    return [instantiate_checked(c, f"{field}.{name}") for name, c in (cfg or {}).items()
+            if c is not None and "_target_" in c]
+
+
+INTEGER_FIELDS = {  # field -> smallest allowed value (None values mean "unset" and pass)
+    "trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.log_every_n_steps": 1,
+    "trainer.check_val_every_n_epoch": 1, "data.batch_size": 1, "data.num_workers": 0,
+    "calibration_samples": 1, "seed": 0,
+}
+
+
+def check_integers(cfg: DictConfig) -> None:
+    """One-line errors for integer settings of the wrong type or range (before any work starts)."""
+    for field, lowest in INTEGER_FIELDS.items():
+        value = OmegaConf.select(cfg, field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise ConfigError(f"{field}: expected an integer >= {lowest}, got {value!r}")
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then evaluate the final model per configuration; returns ``{metric: value}``."""
+    check_integers(cfg)
+    resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
+    run_dir = Path(cfg.run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = build_datamodule(cfg, resolutions)
+    method = build_method(cfg.method.name, resolutions, **method_kwargs(cfg))
+    net = build_net_for_method(method, cfg.model.name, datamodule.num_classes, datamodule.in_channels,
+                               **backbone_kwargs(cfg))
+    if cfg.model.get("pretrained"):
+        path = Path(cfg.model.pretrained)
+        if not path.is_file():
+            raise FileNotFoundError(f"model.pretrained: no file {path}; give a torchvision-style state_dict path")
+        load_plain_weights(net, torch.load(path, map_location="cpu", weights_only=True))
+
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)
+    if ckpt_path is not None:
+        check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions)
+
+    module = SwitchModule(
+        method, net, optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        method_meta={"name": cfg.method.name, "kwargs": method_kwargs(cfg)},
+        run_meta={"data": OmegaConf.to_container(cfg.data, resolve=True),
+                  "mean": list(datamodule.mean), "std": list(datamodule.std),
+                  "model": OmegaConf.to_container(cfg.model, resolve=True)},
+        calibration_samples=cfg.calibration_samples,
+    )
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", logger=loggers or False,
+                                             callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
+                                             plugins=[AtomicCheckpointIO()])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    rows = final_results(trainer, module, datamodule)
+    if trainer.is_global_zero:
+        publish_results(rows, run_dir, loggers, title=f"{cfg.method.name} / {cfg.model.name} / {cfg.data.name}")
+    metrics = {f"acc1@{metric_suffix_row(r)}": r["top1"] for r in rows}
+    _finish_wandb(loggers)
+    return metrics
+
+
+def metric_suffix_row(row: dict[str, Any]) -> str:
+    from .switch import SubnetConfig
+
+    return metric_suffix(SubnetConfig(row["resolution"], row["width"]))
+
+
+def _finish_wandb(loggers) -> None:
+    """W&B needs ``finish()`` between multirun jobs, or every job logs into the first run."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float:
+    with user_errors():
+        metrics = train(cfg)
+    return sum(metrics.values()) / max(1, len(metrics))  # the Optuna sweeper's objective
+
+
+def main() -> None:
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    with user_errors():
+        if multirun:
+            check_group_choices(overrides)
+        elif not any(a.startswith(("--", "-c", "-h")) for a in sys.argv[1:]):
+            check_overrides(overrides, "train")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Switch state, private BN (nearest / interpolate / calibrated), exact recalibration."""
+
+import pytest
+import torch
+from torch import nn
+
+from resnet_switch.layers.calibration import calibrate_bn
+from resnet_switch.layers.private_bn import PrivateBatchNorm2d
+from resnet_switch.models.switchable import SwitchableNet
+from resnet_switch.switch import SubnetConfig, SwitchState, check_resolutions, interpolation_blend
+
+RES = (224, 192, 160, 128, 96)
+
+
+def _bn_net(resolutions=RES, channels=3):
+    state = SwitchState(resolutions)
+    bn = PrivateBatchNorm2d(channels, state)
+    with torch.no_grad():
+        for k, s in enumerate(bn.sets):
+            s.weight.copy_(torch.rand(channels) + k)
+            s.bias.copy_(torch.randn(channels))
+            s.running_mean.copy_(torch.randn(channels) * (k + 1))
+            s.running_var.copy_(torch.rand(channels) + 0.5 * (k + 1))
+    return SwitchableNet(nn.Sequential(bn), state, {}).eval(), bn
+
+
+@pytest.mark.parametrize("bad,match", [
+    ([96, 128], "highest to lowest"), ([224, 224], "duplicate"), ([224, 0], "positive"),
+    ([], "empty"), ([224.5], "positive"),
+])
+def test_check_resolutions_rejects_bad_lists(bad, match):
+    with pytest.raises(ValueError, match=match):
+        check_resolutions(bad, "data.resolutions")
+
+
+def test_subnet_config_validation_and_key():
+    assert SubnetConfig(160, 0.75).key() == "r160_w0.75"
+    assert SubnetConfig(160, 0.1 + 0.2) == SubnetConfig(160, 0.3)  # rounded, no float-equality traps
+    with pytest.raises(ValueError, match="width"):
+        SubnetConfig(160, 1.5)
+
+
+def test_interpolation_weights_hand_computed():
+    blend = interpolation_blend(RES, 176)  # between 192 (index 1) and 160 (index 2)
+    assert blend.indices == (1, 2) and blend.weights == pytest.approx((0.5, 0.5))
+    blend = interpolation_blend(RES, 200)  # 224 and 192: w(224) = (200-192)/32
+    assert blend.indices == (0, 1) and blend.weights == pytest.approx((0.25, 0.75))
+    assert interpolation_blend(RES, 256).indices == (0,)  # clamped above
+    assert interpolation_blend(RES, 64).indices == (4,)  # clamped below
+
+
+@pytest.mark.parametrize("k,r", list(enumerate(RES)))
+def test_interpolated_bn_at_a_training_resolution_equals_its_set(k, r):
+    net, bn = _bn_net()
+    x = torch.randn(4, 3, r, r)
+    with net.switch(SubnetConfig(r), bn_mode="interpolate"):
+        torch.testing.assert_close(net(x), bn.sets[k](x))
+
+
+def test_interpolated_bn_blends_all_four_tensors():
+    net, bn = _bn_net()
+    x = torch.randn(2, 3, 200, 200)
+    a, b = bn.sets[0], bn.sets[1]  # 224 weight 0.25, 192 weight 0.75
+    w = 0.25
+    mean = w * a.running_mean + (1 - w) * b.running_mean
+    var = w * a.running_var + (1 - w) * b.running_var
+    gamma = w * a.weight + (1 - w) * b.weight
+    beta = w * a.bias + (1 - w) * b.bias
+    expected = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bn.eps) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+    with net.switch(SubnetConfig(200), bn_mode="interpolate"):
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+    with net.switch(SubnetConfig(200), bn_mode="nearest"):  # nearest of 200 is 192
+        torch.testing.assert_close(net(x), b(x))
+
+
+def test_switching_never_mixes_statistics():
+    net, bn = _bn_net(resolutions=(32, 16))
+    before = [s.running_mean.clone() for s in bn.sets]
+    net.train()
+    with net.switch(SubnetConfig(16)):
+        net(torch.randn(8, 3, 16, 16) + 5.0)
+    torch.testing.assert_close(bn.sets[0].running_mean, before[0])  # untouched
+    assert not torch.allclose(bn.sets[1].running_mean, before[1])
+    assert int(bn.sets[0].num_batches_tracked) == 0 and int(bn.sets[1].num_batches_tracked) == 1
+
+
+def test_training_at_an_unseen_resolution_is_an_error():
+    net, _ = _bn_net(resolutions=(32, 16))
+    net.train()
+    with net.switch(SubnetConfig(24), bn_mode="interpolate"), pytest.raises(RuntimeError, match="not a training"):
+        net(torch.randn(2, 3, 24, 24))
+
+
+def test_switch_context_restores_previous_configuration():
+    net, _ = _bn_net()
+    net.set_active(SubnetConfig(160))
+    with net.switch(SubnetConfig(200), bn_mode="interpolate"):
+        assert net.config == SubnetConfig(200) and net.state.bn_mode == "interpolate"
+    assert net.config == SubnetConfig(160) and net.state.bn_mode == "nearest"
+
+
+def test_calibration_is_the_exact_average_over_exactly_n_images():
+    net, bn = _bn_net(resolutions=(32, 16), channels=2)
+    images = torch.randn(23, 2, 20, 20) * torch.tensor([1.0, 3.0]).view(1, 2, 1, 1) + 2.0
+    batches = [images[i:i + 5] for i in range(0, 23, 5)]  # 5,5,5,5,3
+    used = calibrate_bn(net, iter(batches), SubnetConfig(20), num_samples=13)
+    assert used == 13
+    first = images[:13]
+    mean = first.mean(dim=(0, 2, 3))
+    var = first.transpose(0, 1).reshape(2, -1).var(dim=1, unbiased=True)
+    got_mean, got_var = bn.calibrated["r20_w1"]
+    torch.testing.assert_close(got_mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_var, var, rtol=1e-5, atol=1e-5)
+    # using them: plain BN with those statistics and the nearest set's affine (20 -> 16)
+    x = torch.randn(3, 2, 20, 20)
+    s = bn.sets[1]
+    expected = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bn.eps) * s.weight.view(1, -1, 1, 1) + s.bias.view(1, -1, 1, 1)
+    with net.switch(SubnetConfig(20), bn_mode="calibrated"):
+        torch.testing.assert_close(net(x), expected, rtol=1e-4, atol=1e-4)
+    # statistics survive a state-dict round trip
+    net2, bn2 = _bn_net(resolutions=(32, 16), channels=2)
+    net2.load_state_dict(net.state_dict())
+    torch.testing.assert_close(bn2.calibrated["r20_w1"][1], var)
+
+
+def test_calibration_with_too_few_images_fails_clearly():
+    net, _ = _bn_net(resolutions=(32, 16), channels=2)
+    with pytest.raises(ValueError, match="num_samples"):
+        calibrate_bn(net, iter([torch.randn(4, 2, 8, 8)]), SubnetConfig(8), num_samples=10)

@@ -1,0 +1,80 @@
+"""The training job end to end on tiny settings: outputs, checkpoint contents, resume, evaluate."""
+
+import csv
+
+import pytest
+import torch
+
+from resnet_switch.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
+from resnet_switch.train import train
+
+from .helpers import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics = train(tiny_cfg(run_dir, "trainer.max_epochs=2"))
+    return run_dir, metrics
+
+
+def test_training_writes_results_checkpoint_and_plot(trained):
+    run_dir, metrics = trained
+    assert set(metrics) == {"acc1@16", "acc1@12"}
+    for name in ("results.md", "results.csv", "acc_vs_madds.png", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    assert [int(r["resolution"]) for r in rows] == [16, 12]
+    assert int(rows[0]["madds"]) > int(rows[1]["madds"]) > 0
+    logged = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in ("train/loss", "val/acc1@16", "val/acc1@12", "val/acc5@16", "val/acc1_mean",
+                "train/alpha@16", "train/alpha@12"):
+        assert key in logged, key
+
+
+def test_checkpoint_carries_everything_to_rebuild(trained):
+    run_dir, metrics = trained
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # weights_only=True inside
+    meta = ckpt["resnet_switch"]
+    assert meta["method"]["name"] == "rsnet" and meta["method"]["kwargs"]["distill"] == "full"
+    assert meta["net"]["name"] == "resnet20" and meta["net"]["resolutions"] == [16, 12]
+    assert meta["net"]["widths"] == [1.0] and meta["net"]["base_width"] == 4
+    method, net, _ = rebuild_from_checkpoint(ckpt)
+    state = ckpt["state_dict"]
+    torch.testing.assert_close(method.alpha, state["method.alpha"])
+    # alpha moved away from uniform (it trained) and has no weight decay group of its own to fight
+    assert not torch.equal(method.alpha, torch.zeros(2))
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    straight = tmp_path / "straight"
+    train(tiny_cfg(straight, "trainer.max_epochs=2"))
+    first = tmp_path / "first"
+    train(tiny_cfg(first, "trainer.max_epochs=2", "+callbacks.stop._target_=tests.helpers.StopAfterEpochs",
+                   "+callbacks.stop.epochs=1"))
+    assert load_checkpoint(first / "checkpoints" / "last.ckpt")["epoch"] == 0
+    resumed = tmp_path / "resumed"
+    train(tiny_cfg(resumed, "trainer.max_epochs=2", f"ckpt_path={first}/checkpoints/last.ckpt"))
+    a = load_checkpoint(straight / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 2 * (64 // 16)
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_resume_from_another_method_is_refused(trained, tmp_path):
+    run_dir, _ = trained
+    cfg = tiny_cfg(tmp_path, "method=parallel", f"ckpt_path={run_dir}/checkpoints/last.ckpt")
+    with pytest.raises(CheckpointError, match="method=rsnet"):
+        train(cfg)
+
+
+def test_truncated_checkpoint_gives_a_clear_error(trained, tmp_path):
+    run_dir, _ = trained
+    data = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no file"):
+        load_checkpoint(tmp_path / "missing.ckpt")
