@@ -15,8 +15,15 @@ from resnet_switch.errors import ConfigError
 from resnet_switch.layers.calibration import calibratable_layers
 from resnet_switch.models import build_switchable
 from resnet_switch.query_table import (
-    channel_signature, log_to_wandb, measure_latency_ms, pareto_frontier, parse_count,
-    read_query_table, select_under_budget, unique_widths, width_grid,
+    channel_signature,
+    log_to_wandb,
+    measure_latency_ms,
+    pareto_frontier,
+    parse_count,
+    read_query_table,
+    select_under_budget,
+    unique_widths,
+    width_grid,
 )
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train

@@ -83,6 +83,9 @@ def check_eval_widths(net: SwitchableNet, widths, model: str = "this") -> list[f
         if bad:
             raise ConfigError(f"widths: {bad} have no private BN in {model} checkpoint (S-Net); "
                               f"choose from {list(net.state.widths)}")
+    elif min(widths) < net.state.widths[-1]:
+        print(f"warning: widths below {net.state.widths[-1]:g}, the smallest width {model} was trained at, "
+              "are evaluated but were never trained", flush=True)
     return widths
 
 
@@ -93,7 +96,7 @@ def query_widths(net: SwitchableNet, step: float) -> list[float]:
         return [1.0]
     if has_private_bn_per_width(net):
         return sorted(net.state.widths)
-    return qt.width_grid(net.state.widths[-1], net.state.widths[0], float(step))
+    return qt.width_grid(net.state.widths[-1], net.state.widths[0], qt.parse_positive(step, "width_step"))
 
 
 # -------------------------------------------------------------------------------- BN handling
@@ -191,7 +194,23 @@ def resolve_test_resolutions(cfg: DictConfig, first_path: str):
     return load_checkpoint(first_path)["resnet_switch"]["net"]["resolutions"]
 
 
+def check_options(cfg: DictConfig) -> None:
+    """Fail on a bad option in one line before any checkpoint is read."""
+    if cfg.bn_mode is not None and cfg.bn_mode not in BN_MODES:
+        raise ConfigError(f"bn_mode: unknown {cfg.bn_mode!r}; choose one of {list(BN_MODES)}")
+    if cfg.test_resolutions:
+        check_resolutions(list(cfg.test_resolutions), "test_resolutions")
+    check_widths(list(cfg.get("widths") or [1.0]))
+    if cfg.get("query_table"):
+        qt.width_grid(0.5, 1.0, qt.parse_positive(cfg.width_step, "width_step"))  # validates width_step
+        parse_budget(cfg)
+        for key, least in (("latency_runs", 0), ("latency_warmup", 0), ("threads", 1)):
+            if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < least:
+                raise ConfigError(f"{key}: must be an integer >= {least}, got {cfg[key]!r}")
+
+
 def evaluate(cfg: DictConfig) -> list[dict]:
+    check_options(cfg)
     if cfg.get("query_table"):
         return query_table_job(cfg)
     paths = checkpoint_paths(cfg)

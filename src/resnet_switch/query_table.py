@@ -56,7 +56,7 @@ def parse_positive(value: Any, field: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{field}: {value!r} is not a number; give milliseconds, e.g. {field}=5") from None
+        raise ValueError(f"{field}: {value!r} is not a number; give a positive number, e.g. {field}=5") from None
     if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
         raise ValueError(f"{field}: must be a positive number, got {value!r}")
     return number

@@ -25,7 +25,7 @@ from .datasets import DatasetMeta, build_dataset, dataset_meta
 from .multires import MultiResBatch
 from .sampling import EpochShuffleSampler, sample_seed
 
-SYNTHETIC_TRAIN_SAMPLES = 10_000
+SYNTHETIC_TRAIN_SAMPLES = 8_000
 SYNTHETIC_VAL_SAMPLES = 2_000
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..switch import SwitchState
 from .factory import PlainLayers, register_layers
+from .generated_conv import linear_generated_conv2d, linear_kernel
 from .private_bn import PrivateBatchNorm2d
 
 SCALE_ENCODINGS = ("exact", "nearest")
@@ -54,7 +55,7 @@ class LinearMeta(nn.Module):
         self.bias = nn.Parameter(torch.empty(self.shape))
 
     def forward(self, eps: float) -> Tensor:
-        return eps * self.weight + self.bias
+        return linear_kernel(self.weight, self.bias, eps)
 
     @torch.no_grad()
     def reset_parameters(self, std: float, mean_sq_eps: float) -> None:
@@ -145,10 +146,12 @@ class ScaleConv2d(nn.Module):
     (optional, plain parameter) starts at zero.
 
     Generation: in training mode, or whenever grad is enabled, the kernel is generated in every
-    forward (one per configuration per step; autograd stays exact). In eval mode under no-grad
-    it is cached per encoding resolution, keyed on the ``_version`` (in-place updates such as
-    ``optimizer.step`` or ``load_state_dict``) and storage of the meta parameters, so changed
-    weights regenerate it without any host sync.
+    forward (one per configuration per step). ``linear`` runs as one autograd node that does not
+    keep the kernel for backward but regenerates it there
+    (:func:`~.generated_conv.linear_generated_conv2d`); ``mlpH`` uses plain autograd. In eval
+    mode under no-grad it is cached per encoding resolution, keyed on the ``_version`` (in-place
+    updates such as ``optimizer.step`` or ``load_state_dict``) and storage of the meta
+    parameters, so changed weights regenerate it without any host sync.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, state: SwitchState,
@@ -205,6 +208,9 @@ class ScaleConv2d(nn.Module):
         return kernel
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.meta, LinearMeta) and (self.training or torch.is_grad_enabled()):
+            return linear_generated_conv2d(x, self.meta.weight, self.meta.bias, self.encoding(), self.bias,
+                                           self.stride, self.padding, self.dilation, self.groups)
         return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def train(self, mode: bool = True) -> ScaleConv2d:
