@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .allocator import keep_freed_memory
 from .build import build_method_and_net
 from .cli import check_choice, parse_options, run_tool
 from .data.multires import MultiResBatch
@@ -352,6 +353,7 @@ def main(argv: list[str]) -> None:
     except RuntimeError as err:  # torch.device("nonsense")
         raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
     torch.set_num_threads(opts["threads"])
+    keep_freed_memory()  # the same allocator settings as training (train.py); applies to every contender
     result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
               "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"]}
     if extra:

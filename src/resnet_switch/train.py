@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .allocator import keep_freed_memory
 from .build import build_net_for_method
 from .checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
 from .config_checks import CONF_DIR, check_group_choices, check_overrides
@@ -119,6 +120,7 @@ def check_integers(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model per configuration; returns ``{metric: value}``."""
     check_integers(cfg)
+    keep_freed_memory()
     resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)

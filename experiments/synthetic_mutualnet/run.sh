@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# MutualNet vs US-Net on the synthetic data: widths [0.25, 1.0] x resolutions 32..16, then the
+# query table (accuracy vs MAdds frontier) of each. ResNet-20 with 32 base channels.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+OUT=experiments/synthetic_mutualnet/runs
+rm -rf "$OUT"
+export WANDB_MODE=${WANDB_MODE:-offline}
+COMMON="model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=1024"
+
+for m in mutualnet usnet; do
+  $PY -m resnet_switch.train task_name=synthetic_mutualnet method=$m $COMMON hydra.run.dir=$OUT/$m
+  $PY -m resnet_switch.evaluate ckpt=$OUT/$m/checkpoints/last.ckpt query_table=true width_step=0.25 \
+      latency_runs=0 calibration_samples=1024 budget.madds=20M hydra.run.dir=$OUT/query_$m
+done
+{
+  for m in mutualnet usnet; do echo "## $m"; cat $OUT/query_$m/query_table.md; echo; done
+} > experiments/synthetic_mutualnet/results.md
+cp $OUT/query_mutualnet/query_frontier.png experiments/synthetic_mutualnet/mutualnet_frontier.png
+cp $OUT/query_usnet/query_frontier.png experiments/synthetic_mutualnet/usnet_frontier.png
