@@ -19,10 +19,10 @@ train: $(STAMP)  ## main job: RS-Net on the embedded synthetic data (ARGS="metho
 	$(BIN)/python -m resnet_switch.train $(ARGS)
 
 test: $(STAMP)  ## fast tests
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 test-slow: $(STAMP)  ## long tests (training runs, DDP, kill/resume)
-	$(BIN)/python -m pytest -q -m slow $(ARGS)
+	$(BIN)/python -m pytest -q -m slow -p no:xdist $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -36,7 +36,10 @@ def _smooth_image(h: int = 80, w: int = 96) -> torch.Tensor:
     """(3, h, w) float in [0.1, 0.9], a few low-frequency cosines."""
     y = torch.arange(h).float().view(-1, 1) / h
     x = torch.arange(w).float().view(1, -1) / w
-    chans = [0.5 + 0.4 * torch.cos(2 * math.pi * (0.7 * x + 0.2 * c)) * torch.cos(2 * math.pi * (0.5 * y - 0.1 * c)) for c in range(3)]
+    chans = [
+        0.5 + 0.4 * torch.cos(2 * math.pi * (0.7 * x + 0.2 * c)) * torch.cos(2 * math.pi * (0.5 * y - 0.1 * c))
+        for c in range(3)
+    ]
     return torch.stack(chans)
 
 
@@ -217,7 +220,9 @@ def test_lightning_calls_the_hook_and_training_sees_multires_batches():
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    trainer = L.Trainer(accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu", fast_dev_run=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(Probe(), datamodule=_dm())
     assert seen == [(MultiResBatch, (8, 3, 16, 16)), (MultiResBatch, (8, 3, 20, 20))]
 
@@ -282,7 +287,9 @@ def test_fashion_mnist_from_debian_gzip_files(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
     debian.mkdir()
     for prefix, n in (("train", 12), ("t10k", 6)):
-        _write_idx(debian / f"{prefix}-images-idx3-ubyte.gz", 0x803, torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8))
+        _write_idx(
+            debian / f"{prefix}-images-idx3-ubyte.gz", 0x803, torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
+        )
         _write_idx(debian / f"{prefix}-labels-idx1-ubyte.gz", 0x801, torch.arange(n, dtype=torch.uint8) % 10)
     monkeypatch.setattr(datasets_mod, "DEBIAN_FASHION_MNIST_DIR", str(debian))
     info = build_dataset("fashion_mnist", "val", str(tmp_path / "root"), download=False)
@@ -315,7 +322,14 @@ def test_imagefolder_tiny_tree_grey_and_rgba_become_rgb(tmp_path):
             (tmp_path / split / cls).mkdir(parents=True)
             for i, mode in enumerate(cls_modes):
                 Image.new(mode, (20 + 7 * i, 24), color=40 * i + 10).save(tmp_path / split / cls / f"{i}.png")
-    dm = _dm(name="imagefolder", root=str(tmp_path), train_resolutions=(16, 8), batch_size=2, train_samples=None, val_samples=None)
+    dm = _dm(
+        name="imagefolder",
+        root=str(tmp_path),
+        train_resolutions=(16, 8),
+        batch_size=2,
+        train_samples=None,
+        val_samples=None,
+    )
     assert (dm.num_classes, dm.in_channels) == (2, 3)
     info = build_dataset("imagefolder", "train", str(tmp_path), download=False)
     assert {info.dataset[i][0].mode for i in range(4)} == {"RGB"}

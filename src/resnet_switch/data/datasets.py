@@ -77,7 +77,9 @@ def dataset_meta(name: str, root: str | None = None, **kwargs) -> DatasetMeta:
     if name == "imagefolder":
         train_dir = _imagefolder_dir(root, "train")
         classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
-        return DatasetMeta(len(classes), 3, tuple(kwargs.get("mean", meta.mean)), tuple(kwargs.get("std", meta.std)), None)
+        return DatasetMeta(
+            len(classes), 3, tuple(kwargs.get("mean", meta.mean)), tuple(kwargs.get("std", meta.std)), None
+        )
     return meta
 
 
@@ -145,7 +147,9 @@ def _cifar(name: str, root: Path, train: bool, download: bool) -> Dataset:
 
 def _imagefolder_dir(root: str | None, split: str) -> Path:
     if root is None:
-        raise DataNotFoundError("data.root: imagefolder needs data.root=<dir> holding train/<class>/* and val/<class>/*")
+        raise DataNotFoundError(
+            "data.root: imagefolder needs data.root=<dir> holding train/<class>/* and val/<class>/*"
+        )
     base = resolve_root(root)
     folder = base / split
     if split == "test" and not folder.is_dir():

@@ -78,7 +78,7 @@ class SyntheticScaleDataset(Dataset):
         """One image (3, N, N) uint8; all geometry in native pixels, scaled by N/64."""
         n, unit = self.native_size, self.native_size / 64.0
         u = torch.rand(_NUM_PARAMS, generator=gen).tolist()
-        radius = (0.15 + 0.19 * u[0]) * n
+        radius = (0.20 + 0.14 * u[0]) * n
         cx, cy = n * (0.5 + 0.3 * (u[1] - 0.5)), n * (0.5 + 0.3 * (u[2] - 0.5))
         rot = 2 * math.pi * u[3]
         dx, dy = self._xs - cx, self._ys - cy
