@@ -7,7 +7,7 @@ PY=${PY:-.venv/bin/python}
 OUT=experiments/synthetic_mutualnet/runs
 rm -rf "$OUT"
 export WANDB_MODE=${WANDB_MODE:-offline}
-COMMON="model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=1024"
+COMMON="trainer.max_epochs=4 model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=1024"
 
 for m in mutualnet usnet; do
   $PY -m resnet_switch.train task_name=synthetic_mutualnet method=$m $COMMON hydra.run.dir=$OUT/$m
