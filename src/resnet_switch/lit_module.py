@@ -121,10 +121,10 @@ class SwitchModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         top1 = []
         for config in self.eval_configs:
-            acc1, acc5 = self.acc1[_module_key(config)], self.acc5[_module_key(config)]
-            acc1, acc5 = acc1.compute(), acc5.compute()
-            self.acc1[_module_key(config)].reset()
-            self.acc5[_module_key(config)].reset()
+            metric1, metric5 = self.acc1[_module_key(config)], self.acc5[_module_key(config)]
+            acc1, acc5 = metric1.compute(), metric5.compute()
+            metric1.reset()
+            metric5.reset()
             suffix = metric_suffix(config)
             self.log(f"val/acc1@{suffix}", acc1 * 100, sync_dist=True)
             self.log(f"val/acc5@{suffix}", acc5 * 100, sync_dist=True)
