@@ -14,7 +14,8 @@ from resnet_switch import bench, costs
 from resnet_switch.cli import parse_options, run_tool
 
 SRC = str(Path(resnet_switch.__file__).resolve().parents[1])
-TINY_BENCH = ["model=resnet20", "resolutions=[16,12]", "batch_size=2", "steps=2", "warmup=1", "num_classes=10"]
+TINY_BENCH = ["model=resnet20", "resolutions=[16,12]", "batch_size=2", "steps=2", "warmup=1", "num_classes=10",
+              "rounds=1"]
 TRAIN_STEP_KEYS = {"task", "method", "model", "batch_size", "resolutions", "threads", "device",
                    "ours_ms", "baseline_ms", "ratio"}
 
@@ -103,10 +104,21 @@ def test_bench_train_step_prints_json_last_line():
     lines = proc.stdout.strip().splitlines()
     assert len(lines) >= 2  # human lines before the JSON
     result = json.loads(lines[-1])
-    assert TRAIN_STEP_KEYS | {"compare_ms", "compare_ratio"} <= set(result)
+    assert TRAIN_STEP_KEYS | {"compare_ms", "compare_ratio", "baseline_tuned_ms", "ratio_tuned"} <= set(result)
     assert result["task"] == "train_step" and result["method"] == "rsnet" and result["resolutions"] == [16, 12]
     assert result["ours_ms"] > 0 and result["baseline_ms"] > 0
     assert result["ratio"] == pytest.approx(result["ours_ms"] / result["baseline_ms"], rel=1e-2)
+
+
+@pytest.mark.parametrize("runtime, tuned", [("framework", True), ("vanilla", False)])
+def test_bench_time_child_applies_the_framework_allocator_only_when_asked(runtime, tuned, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.append(1))
+    opts = dict(bench.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10, steps=3,
+                warmup=0, device="cpu", threads=torch.get_num_threads())
+    bench.time_child(json.dumps({"role": "baseline", "runtime": runtime, "opts": opts, "method_kwargs": {}}))
+    assert bool(calls) == tuned
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ms"]) == 3
 
 
 @pytest.mark.slow

@@ -5,8 +5,12 @@ The LAST line of stdout is one JSON object; human lines come before it. Tasks (`
 - ``train_step``: median milliseconds per optimisation step of ``method`` (``Method.training_step``
   on a fresh :class:`MultiResBatch` each step, so the device resize is timed, then SGD step and
   ``zero_grad``), against a plain baseline doing the same work: S forwards (one per resolution of the
-  same batch), ONE backward of the summed CE, one SGD step. Contenders are warmed up, then timed in
-  turn with a rotating order.
+  same batch), ONE backward of the summed CE, one SGD step. Every contender runs in its own fresh
+  process, ``rounds`` times with a rotating order, ``warmup`` untimed steps then ``steps`` timed ones.
+  ``ours`` (and ``compare``) run with the framework's process settings, as ``resnet_switch.train``
+  does (glibc allocator thresholds, :mod:`resnet_switch.allocator`); ``baseline`` is torchvision in an
+  untouched process, as a plain PyTorch script runs; ``baseline_tuned`` is the same torchvision step
+  with the framework's settings, so ``ratio_tuned`` isolates the model code from the process setup.
 - ``memory``: peak memory of one such step over the state before it (net, data, gradients, optimizer
   state), i.e. its activations and temporaries. CPU: each contender runs in a fresh subprocess; one
   unmeasured step of the same setting, then the peak RSS is reset (``/proc/self/clear_refs``) and the
@@ -54,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": 1,
     "steps": 20,  # timed steps per contender (train_step)
     "warmup": 3,  # untimed steps per contender before timing (train_step)
+    "rounds": 2,  # fresh processes per contender (train_step); each times ``steps`` steps
     "compare_method": None,
     "device": "auto",  # auto = cuda when available, else cpu
 }
@@ -159,48 +164,93 @@ def roles(opts: dict) -> list[str]:
     return ["ours", "baseline"] + (["compare"] if opts["compare_method"] else [])
 
 
+# ----------------------------------------------------------------------------- child processes
+def run_child(entry: str, job: dict, env_overrides: dict[str, str] | None = None) -> dict:
+    """Run ``resnet_switch.bench.<entry>(json)`` in a fresh interpreter; return its last stdout line
+    parsed as JSON. A fresh process per contender keeps one contender's allocator state, thread pools
+    and caches from leaking into another's figure."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.update(env_overrides or {})
+    code = f"import sys; from resnet_switch.bench import {entry}; {entry}(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{entry} of {job['role']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # ----------------------------------------------------------------------------- task: train_step
-def time_steps(steps: dict[str, TrainStep], count: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
-    """Milliseconds of ``count`` steps per contender after ``warmup`` untimed ones; contenders take
-    turns, the first of each round rotating. CUDA: events, one synchronize at the end."""
-    names = list(steps)
+# Which process runtime each timed contender gets. ``framework``: what ``resnet_switch.train`` runs
+# with (``allocator.keep_freed_memory``); ``vanilla``: a plain PyTorch script's process, untouched.
+TIMED_CONTENDERS = {  # name -> (role, runtime)
+    "ours": ("ours", "framework"),
+    "compare": ("compare", "framework"),
+    "baseline": ("baseline", "vanilla"),
+    "baseline_tuned": ("baseline", "framework"),
+}
+
+
+def time_steps(step: TrainStep, count: int, warmup: int, device: torch.device) -> list[float]:
+    """Milliseconds of ``count`` steps after ``warmup`` untimed ones. CUDA: events, one synchronize."""
     for _ in range(warmup):
-        for name in names:
-            steps[name]()
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-    events: dict[str, list] = {name: [] for name in names}
-    for i in range(count):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:
-            if cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                steps[name]()
-                end.record()
-                events[name].append((start, end))
-            else:
-                t0 = time.perf_counter()
-                steps[name]()
-                events[name].append((t0, time.perf_counter()))
-    if cuda:
-        torch.cuda.synchronize(device)
-        return {n: [s.elapsed_time(e) for s, e in events[n]] for n in names}
-    return {n: [(e - s) * 1000.0 for s, e in events[n]] for n in names}
+        step()
+    if device.type != "cuda":
+        times = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        return times
+    torch.cuda.synchronize(device)
+    events = []
+    for _ in range(count):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        events.append((start, end))
+    torch.cuda.synchronize(device)
+    return [s.elapsed_time(e) for s, e in events]
+
+
+def time_child(payload: str) -> None:
+    """Subprocess entry: build one contender in the requested runtime, print ``{"ms": [...]}``."""
+    job = json.loads(payload)
+    opts, device = job["opts"], torch.device(job["opts"]["device"])
+    torch.set_num_threads(opts["threads"])
+    if job["runtime"] == "framework":
+        keep_freed_memory()
+    images, targets = make_data(opts, device)
+    step = build_step(job["role"], opts, job["method_kwargs"], images, targets, device)
+    print(json.dumps({"ms": time_steps(step, opts["steps"], opts["warmup"], device)}), flush=True)
+
+
+def timed_contenders(opts: dict) -> list[str]:
+    return [name for name in TIMED_CONTENDERS if name != "compare" or opts["compare_method"]]
 
 
 def train_step_task(opts: dict, method_kwargs: dict) -> dict:
-    device = torch.device(opts["device"])
-    images, targets = make_data(opts, device)
-    steps = {role: build_step(role, opts, method_kwargs, images, targets, device) for role in roles(opts)}
-    times = time_steps(steps, opts["steps"], opts["warmup"], device)
-    median = {role: statistics.median(ms) for role, ms in times.items()}
-    for role, ms in times.items():
-        print(f"{role:>8} ({steps[role].label}): median {median[role]:.2f} ms/step over {len(ms)} steps "
+    """Each contender runs ``rounds`` times in a fresh process (the order rotating per round, so a
+    drift in machine load is shared); the figure is the median over all its timed steps."""
+    names = timed_contenders(opts)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(opts["rounds"]):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            role, runtime = TIMED_CONTENDERS[name]
+            job = {"role": role, "runtime": runtime, "opts": opts, "method_kwargs": method_kwargs}
+            times[name] += run_child("time_child", job)["ms"]
+    median = {name: statistics.median(ms) for name, ms in times.items()}
+    labels = {"ours": opts["method"], "compare": opts["compare_method"], "baseline": "plain model, plain process",
+              "baseline_tuned": "plain model, framework allocator"}
+    for name, ms in times.items():
+        print(f"{name:>14} ({labels[name]}): median {median[name]:.2f} ms/step over {len(ms)} steps "
               f"(min {min(ms):.2f}, max {max(ms):.2f})", flush=True)
     out = {"ours_ms": round(median["ours"], 3), "baseline_ms": round(median["baseline"], 3),
-           "ratio": round(median["ours"] / median["baseline"], 4)}
+           "ratio": round(median["ours"] / median["baseline"], 4),
+           "baseline_tuned_ms": round(median["baseline_tuned"], 3),
+           "ratio_tuned": round(median["ours"] / median["baseline_tuned"], 4)}
     if "compare" in median:
         out.update(compare_ms=round(median["compare"], 3), compare_ratio=round(median["ours"] / median["compare"], 4))
     return out
@@ -276,18 +326,9 @@ def memory_child(payload: str) -> None:
 
 
 def run_memory_child(role: str, opts: dict, method_kwargs: dict) -> float:
-    payload = json.dumps({"role": role, "opts": opts, "method_kwargs": method_kwargs})
-    package_root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     # glibc: fixed mmap threshold, so freed large blocks go back to the OS and RSS tracks live memory
-    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024))
-    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(64 * 1024))
-    code = "import sys; from resnet_switch.bench import memory_child; memory_child(sys.argv[1])"
-    proc = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory measurement of {role} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["mb"]
+    env = {key: os.environ.get(key, str(64 * 1024)) for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    return run_child("memory_child", {"role": role, "opts": opts, "method_kwargs": method_kwargs}, env)["mb"]
 
 
 def memory_task(opts: dict, method_kwargs: dict) -> dict:
@@ -326,7 +367,7 @@ def check_options(opts: dict, extra: dict) -> None:
         check_choice("compare_method", opts["compare_method"], list(METHODS))
     check_choice("model", opts["model"], list(BACKBONES))
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
-    for key, low in (("batch_size", 2), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0)):
+    for key, low in (("batch_size", 2), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0), ("rounds", 1)):
         if opts[key] < low:
             hint = " (BatchNorm needs more than one sample)" if key == "batch_size" else ""
             raise ValueError(f"{key}: must be >= {low}{hint}, got {opts[key]}")
@@ -352,8 +393,7 @@ def main(argv: list[str]) -> None:
         check_options(opts, extra)
     except RuntimeError as err:  # torch.device("nonsense")
         raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
-    torch.set_num_threads(opts["threads"])
-    keep_freed_memory()  # the same allocator settings as training (train.py); applies to every contender
+    torch.set_num_threads(opts["threads"])  # contenders run in child processes with their own settings
     result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
               "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"]}
     if extra:
