@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch.callbacks import Callback
 
 from resnet_switch.config_checks import CONF_DIR
 
@@ -48,3 +51,67 @@ class StopAfterEpochs:
                     trainer.should_stop = True
 
         return _Stop()
+
+
+class TrainingCrash(RuntimeError):
+    """Raised by :class:`CrashAtStep` (a stand-in for a killed process)."""
+
+
+class CrashAtStep(Callback):
+    """Raises :class:`TrainingCrash` when the batch after optimizer step ``step`` starts (every
+    checkpoint of that step has been written by then)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise TrainingCrash(f"crash at global step {self.step}")
+
+
+class HangAtStep(Callback):
+    """When the batch after optimizer step ``step`` starts: touch ``marker`` and sleep (the test
+    then kills the process with SIGKILL)."""
+
+    def __init__(self, step: int, marker: str):
+        self.step, self.marker = step, marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            Path(self.marker).write_text(str(self.step))
+            time.sleep(600)
+
+
+class PoisonAtStep(Callback):
+    """Sets the BN weights of private BN set ``set_index`` (the ``set_index``-th training
+    resolution) to NaN when optimizer step ``step`` begins."""
+
+    def __init__(self, step: int, set_index: int = 1):
+        self.step, self.set_index = step, set_index
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for name, p in pl_module.net.named_parameters():
+                    if f"sets.{self.set_index}.weight" in name:
+                        p.fill_(float("nan"))
+
+
+class RecordRankState(Callback):
+    """Writes ``<folder>/rank<r>.pt`` at the end of fit: this process's per-step ``train/loss``
+    and targets, and its network's tensors (parameters and buffers)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.losses, self.targets = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        self.targets.append(batch.targets.tolist())
+
+    def on_train_end(self, trainer, pl_module):
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.net.state_dict().items()
+                 if isinstance(v, torch.Tensor)}
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        torch.save({"losses": self.losses, "targets": self.targets, "state": state},
+                   Path(self.folder) / f"rank{trainer.global_rank}.pt")

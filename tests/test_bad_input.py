@@ -27,6 +27,9 @@ TRAIN_CASES = [
     (["method=snet", "method.widths=[1.0,1.5]"], "method.widths"),
     (["data.crop=sideways"], "data.crop"),
     (["optim.decay_scope=some"], "optim.decay_scope"),
+    (["data=imagefolder", "data.root=/tmp", "data.on_bad_image=maybe"], "data.on_bad_image"),
+    (["callbacks.last_checkpoint.every_n_train_steps=-1"], "callbacks.last_checkpoint.every_n_train_steps"),
+    (["callbacks.last_checkpoint.every_n_train_steps=often"], "callbacks.last_checkpoint.every_n_train_steps"),
 ]
 
 

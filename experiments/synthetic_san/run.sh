@@ -9,9 +9,10 @@ OUT=experiments/synthetic_san/runs
 IND=experiments/synthetic_rsnet/runs/individual
 rm -rf "$OUT"
 export WANDB_MODE=${WANDB_MODE:-offline}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per run: leaves the other to a parallel job
 TEST=[32,30,28,26,24,22,20,18,16]
 
-$PY -m resnet_switch.train task_name=synthetic_san method=san hydra.run.dir=$OUT/san
+$PY -m resnet_switch.train task_name=synthetic_san method=san trainer.enable_progress_bar=false hydra.run.dir=$OUT/san
 
 for mode in proxy ideal; do
   $PY -m resnet_switch.evaluate "ckpt=[$OUT/san/checkpoints/last.ckpt]" test_resolutions=$TEST bn_mode=$mode \

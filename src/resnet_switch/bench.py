@@ -16,8 +16,15 @@ The LAST line of stdout is one JSON object; human lines come before it. Tasks (`
   unmeasured step of the same setting, then the peak RSS is reset (``/proc/self/clear_refs``) and the
   next step's peak RSS increase is read (fallback: ``ru_maxrss`` before/after the first step).
   CUDA: ``torch.cuda.max_memory_allocated`` over ``memory_allocated`` before the step.
+- ``infer``: latency per resolution of the materialised plain model vs torchvision with the same
+  weights (resnet18/50, mobilenetv2; MAdds ratio beside latency ratio), and switch latency of a
+  loaded switchable model (rsnet, mutualnet, san). Options and keys: :mod:`resnet_switch.bench_infer`.
+- ``data``: CPU ms per multi-resolution training sample from a JPEG: ours (one crop in the worker,
+  draft decoding, device-side resizes counted), the official protocol (PIL resize per resolution),
+  single-resolution RandomResizedCrop. Options and keys: :mod:`resnet_switch.bench_data`.
 
-Keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
+``infer`` and ``data`` take their own options (``DEFAULTS`` of their modules). For ``train_step`` and
+``memory``, keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
 ``width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
 """
 
@@ -41,6 +48,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from . import bench_data, bench_infer
 from .allocator import keep_freed_memory
 from .build import build_method_and_net
 from .cli import check_choice, parse_options, run_tool
@@ -348,7 +356,10 @@ def memory_task(opts: dict, method_kwargs: dict) -> dict:
 TASKS: dict[str, Callable[[dict, dict], dict]] = {
     "train_step": train_step_task,
     "memory": memory_task,
+    "infer": bench_infer.infer_task,
+    "data": bench_data.data_task,
 }
+OWN_OPTIONS = {"infer": bench_infer, "data": bench_data}  # tasks with their own DEFAULTS / check_options
 
 
 # ----------------------------------------------------------------------------- command line
@@ -388,6 +399,8 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"task: missing; usage: python -m resnet_switch.bench TASK [key=value ...], "
                          f"TASK one of {sorted(TASKS)}")
     task = check_choice("task", argv[0], list(TASKS))
+    if task in OWN_OPTIONS:
+        return run_own_options_task(task, argv[1:])
     opts, extra = parse_options(DEFAULTS, argv[1:], allow_extra=True)
     try:
         check_options(opts, extra)
@@ -401,6 +414,17 @@ def main(argv: list[str]) -> None:
     if opts["compare_method"]:
         result["compare_method"] = opts["compare_method"]
     result.update(TASKS[task](opts, extra))
+    print(json.dumps(result), flush=True)
+
+
+def run_own_options_task(task: str, argv: list[str]) -> None:
+    """``infer`` / ``data``: options from the task module; JSON header = task + those options."""
+    module = OWN_OPTIONS[task]
+    opts, _ = parse_options(module.DEFAULTS, argv)
+    module.check_options(opts)
+    torch.set_num_threads(opts["threads"])
+    result = {"task": task, **opts}
+    result.update(TASKS[task](opts, {}))
     print(json.dumps(result), flush=True)
 
 

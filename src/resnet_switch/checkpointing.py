@@ -33,6 +33,16 @@ def checkpoint_meta(net: SwitchableNet, method_meta: dict[str, Any], run_meta: d
             "run": dict(run_meta)}
 
 
+def make_checkpoint(method, net: SwitchableNet, method_meta: dict[str, Any],
+                    run_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint dict with the layout ``resnet_switch.train`` writes (``state_dict`` keys
+    ``net.*`` / ``method.*`` and the ``resnet_switch`` meta), without Lightning: for wrapping a net
+    built or trained elsewhere (benchmarks, tests). Save it with ``torch.save``."""
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state.update({f"method.{k}": v for k, v in method.state_dict().items()})
+    return {"state_dict": state, CHECKPOINT_KEY: checkpoint_meta(net, method_meta, dict(run_meta or {}))}
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) with one-line errors for bad files."""
     p = Path(path)

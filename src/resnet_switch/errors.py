@@ -15,10 +15,21 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field and the fix."""
 
 
+def first_line(message: str) -> str:
+    """The line to show: the first one, or for an error re-raised from a DataLoader worker
+    ("Caught X in DataLoader worker process 0. ... Original Traceback ...") the original message."""
+    lines = [ln.strip() for ln in str(message).strip().splitlines() if ln.strip()]
+    if not lines:
+        return "unknown error"
+    if lines[0].startswith("Caught ") and "worker" in lines[0] and len(lines) > 1:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return lines[0]
+
+
 def fail(message: str) -> None:
     """Print ``error: message`` (first line only) to stderr and exit with code 2."""
-    line = str(message).strip().splitlines()[0] if str(message).strip() else "unknown error"
-    print(f"error: {line}", file=sys.stderr, flush=True)
+    print(f"error: {first_line(message)}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USER_ERROR)
 
 

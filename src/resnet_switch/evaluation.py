@@ -69,6 +69,6 @@ def calibrate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetCo
     made at the configuration's resolution from the training crop on the device."""
     device = next(net.parameters()).device
     for config in tqdm(configs, desc="calibrate BN", disable=not progress, leave=False):
-        loader = datamodule.train_dataloader()
+        loader = datamodule.calibration_dataloader()
         images = (b.at(config.resolution) for b in device_batches(datamodule, loader, device))
         calibrate_bn(net, images, config, num_samples)

@@ -2,8 +2,11 @@
 
 Optimisation is manual so a method may call ``backward`` once (RS-Net: MRED needs every logit first)
 or once per configuration (SAN, MutualNet: peak activation memory of one configuration); there is
-exactly one optimizer step per training step either way. Under DDP, gradients are synchronised only
-on the last backward of a step.
+exactly one optimizer step per training step either way. Under DDP, gradients are synchronised once
+per step: by DDP's reducer in the single backward, or (several backward calls, where a private BN
+set is in only one of the graphs) by one averaging of all gradients before the optimizer step.
+A NaN/inf stops training with one line naming the step and configuration (:mod:`.finite_guard`);
+checkpoints carry the RNG states, restored when training resumes.
 """
 
 from __future__ import annotations
@@ -19,10 +22,16 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .checkpointing import CHECKPOINT_KEY, checkpoint_meta
 from .data.multires import MultiResBatch
+from .distributed import all_reduce_sum, average_gradients, world_size
 from .evaluation import calibrate_configs
+from .finite_guard import FiniteGuard
+from .layers.sync_bn import convert_sync_bn
 from .methods import Method
 from .models.switchable import SwitchableNet
+from .rng_state import capture_rng_states, restore_rng_states
 from .switch import SubnetConfig
+
+RNG_KEY = "rng_states"
 
 
 def metric_suffix(config: SubnetConfig) -> str:
@@ -43,15 +52,19 @@ class SwitchModule(L.LightningModule):
             ``conv_fc``: only non-depthwise conv and FC weights decay, MutualNet) and
             ``warmup_epochs``; the schedule is cosine to 0 over all steps, stepped per iteration.
         run_meta: extra facts stored in every checkpoint (data set, normalisation).
+        sync_bn: under DDP, BN training statistics over all processes, every private set on its
+            own (:mod:`.layers.sync_bn`; Lightning's ``sync_batchnorm`` would merge them).
     """
 
     def __init__(self, method: Method, net: SwitchableNet, optim: dict[str, Any],
                  method_meta: dict[str, Any], run_meta: dict[str, Any] | None = None,
-                 calibration_samples: int = 2048):
+                 calibration_samples: int = 2048, sync_bn: bool = False):
         super().__init__()
         self.automatic_optimization = False
         self.method = method
-        self.net = net
+        self.net = convert_sync_bn(net) if sync_bn else net
+        self.finite_guard = FiniteGuard()
+        self._rng_to_restore: dict | None = None
         self.optim = dict(optim)
         self.method_meta = dict(method_meta)
         self.run_meta = dict(run_meta or {})
@@ -71,14 +84,21 @@ class SwitchModule(L.LightningModule):
         sched = self.lr_schedulers()
         opt.zero_grad(set_to_none=True)
         calls = self.method.backward_calls()
+        average_after = calls > 1 and world_size() > 1  # DDP's reducer wants one backward per step
+        per_config = self.method.per_config_backward
         done = [0]
 
         def backward(loss: Tensor) -> None:
             done[0] += 1
-            with nullcontext() if done[0] >= calls else self._no_sync():
+            self.finite_guard.record_loss(loss, self.net.state.config if per_config else None)
+            with nullcontext() if done[0] >= calls and not average_after else self._no_sync():
                 self.manual_backward(loss)
 
-        logs = self.method.training_step(self.net, batch, backward)
+        with self.finite_guard.watch(self.net):
+            logs = self.method.training_step(self.net, batch, backward)
+        self.finite_guard.check(self.global_step)
+        if average_after:
+            average_gradients(self.parameters())
         opt.step()
         sched.step()
         bs = len(batch)
@@ -90,7 +110,7 @@ class SwitchModule(L.LightningModule):
         self.log("train/lr", sched.get_last_lr()[0], batch_size=bs)
 
     def _no_sync(self):
-        """DDP: accumulate gradients locally on all but a step's last backward."""
+        """DDP: keep the reducer out of this backward (gradients accumulate locally)."""
         strategy_model = getattr(self.trainer.strategy, "model", None)
         if hasattr(strategy_model, "no_sync"):
             return strategy_model.no_sync()
@@ -101,10 +121,11 @@ class SwitchModule(L.LightningModule):
     def eval_bn_mode(self) -> str | None:
         return "calibrated" if self.method.needs_calibration else None
 
-    def recalibrate(self) -> None:
-        """Exact BN statistics for every evaluation configuration (slimmable methods), once per step."""
+    def recalibrate(self, datamodule=None) -> None:
+        """Exact BN statistics for every evaluation configuration (slimmable methods), once per step.
+        ``datamodule``: default the trainer's (a ddp_spawn parent's module has no trainer after fit)."""
         if self.method.needs_calibration and self.calibrated_step != self.global_step:
-            calibrate_configs(self.net, self.trainer.datamodule, self.eval_configs,
+            calibrate_configs(self.net, datamodule or self.trainer.datamodule, self.eval_configs,
                               self.calibration_samples, progress=False)
             self.calibrated_step = self.global_step
 
@@ -147,8 +168,28 @@ class SwitchModule(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
+    # ------------------------------------------------------ faults and resuming
+    def on_fit_start(self) -> None:
+        self.finite_guard.reduce = all_reduce_sum if world_size() > 1 else None
+
+    def on_train_start(self) -> None:
+        if self._rng_to_restore is not None:  # as late as possible: nothing draws before the next step
+            restore_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def on_train_epoch_end(self) -> None:
+        self.finite_guard.flush()
+        count_bad = getattr(self.trainer.datamodule, "bad_image_count", None)
+        if count_bad is not None and (bad := count_bad()):
+            self.log("data/bad_images", float(bad))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.finite_guard.flush()  # raises before a checkpoint after a NaN step is written
         checkpoint[CHECKPOINT_KEY] = checkpoint_meta(self.net, self.method_meta, self.run_meta)
+        checkpoint[RNG_KEY] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int = 0):

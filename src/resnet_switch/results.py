@@ -22,7 +22,7 @@ def add_costs(rows: list[dict], net: SwitchableNet) -> list[dict]:
 
 def final_results(trainer, module, datamodule) -> list[dict]:
     """Evaluate the trained network on its evaluation configurations (full validation split)."""
-    module.recalibrate()
+    module.recalibrate(datamodule)
     limit = trainer.limit_val_batches if isinstance(trainer.limit_val_batches, int) else None
     rows = evaluate_configs(module.net, datamodule, module.eval_configs, bn_mode=module.eval_bn_mode,
                             limit_batches=limit, progress=trainer.is_global_zero)

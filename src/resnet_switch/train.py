@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from .allocator import keep_freed_memory
@@ -27,6 +28,7 @@ from .lit_module import SwitchModule, metric_suffix
 from .methods import build_method
 from .models import load_plain_weights
 from .results import final_results, publish_results
+from .sweeps import cluster_plugins, quiet_schema_warning
 from .switch import check_resolutions
 
 METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
@@ -68,10 +70,14 @@ def build_datamodule(cfg: DictConfig, resolutions, test_resolutions=None) -> L.L
 
 
 def resolve_ckpt_path(value: str | None, run_dir: Path, task_name: str) -> Path | None:
-    """``None``; a path; or ``last``: the run directory's own last.ckpt, else the newest
-    ``outputs/<task_name>/*/checkpoints/last.ckpt``."""
+    """``None``; a path; ``last``: the run directory's own last.ckpt, else the newest
+    ``outputs/<task_name>/*/checkpoints/last.ckpt``; ``auto``: the run directory's own last.ckpt
+    if it exists, else None (start fresh)."""
     if value in (None, ""):
         return None
+    if value == "auto":
+        own = run_dir / "checkpoints" / "last.ckpt"
+        return own if own.is_file() else None
     if value == "last":
         own = run_dir / "checkpoints" / "last.ckpt"
         if own.is_file():
@@ -103,7 +109,7 @@ def instantiate_group(cfg: DictConfig | None, field: str) -> list:
 INTEGER_FIELDS = {  # field -> smallest allowed value (None values mean "unset" and pass)
     "trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.log_every_n_steps": 1,
     "trainer.check_val_every_n_epoch": 1, "data.batch_size": 1, "data.num_workers": 0,
-    "calibration_samples": 1, "seed": 0,
+    "calibration_samples": 1, "seed": 0, "callbacks.last_checkpoint.every_n_train_steps": 1,
 }
 
 
@@ -146,11 +152,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   "mean": list(datamodule.mean), "std": list(datamodule.std),
                   "model": OmegaConf.to_container(cfg.model, resolve=True)},
         calibration_samples=cfg.calibration_samples,
+        sync_bn=bool(cfg.trainer.get("sync_batchnorm", False)),
     )
     loggers = instantiate_group(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", logger=loggers or False,
-                                             callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
-                                             plugins=[AtomicCheckpointIO()])
+    callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    # trainer.sync_batchnorm is done by SwitchModule(sync_bn=...): Lightning's would merge private BN sets
+    trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks,
+                                             plugins=[AtomicCheckpointIO(), *cluster_plugins()],
+                                             sync_batchnorm=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     rows = final_results(trainer, module, datamodule)
@@ -183,6 +194,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    quiet_schema_warning()
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
     with user_errors():

@@ -1,12 +1,15 @@
 """``MultiResDataModule``: one crop per sample in the worker, every resolution made on the device.
 
-Worker (train, ``crop="single"``): RandomResizedCrop(max train res) + one horizontal flip -> uint8 (C, R, R).
+Worker (train, ``crop="single"``): RandomResizedCrop(max train res) + one horizontal flip -> uint8 (C, R, R);
+imagefolder JPEGs are decoded at the reduced scale the sampled crop allows (:mod:`.decode`).
 Worker (val/test): Resize(round(R / val_crop_ratio)) + CenterCrop(R), R = max test res -> uint8 (C, R, R).
 Device (``on_after_batch_transfer``): float, /255, normalise -> ``MultiResBatch``; ``batch.at(r)`` resizes
 that same crop (bilinear, antialias). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
 Options: ``crop="multi"`` (ablation: an independent crop+flip per train resolution, made in the worker);
 ``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val).
 Worker items for those options are tuples of uint8 images, one per resolution, high to low.
+Under DDP every process loads its own share of each epoch (:mod:`.sampling`); ``batch_size`` is per
+process. ``imagefolder`` files that cannot be decoded are skipped or fail (``on_bad_image``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .datasets import DatasetMeta, build_dataset, dataset_meta
+from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
+from .decode import DecodeCropFlip
+from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
 from .multires import MultiResBatch
-from .sampling import EpochShuffleSampler, sample_seed
+from .sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
 
 SYNTHETIC_TRAIN_SAMPLES = 8_000
 SYNTHETIC_VAL_SAMPLES = 2_000
@@ -32,7 +37,8 @@ SYNTHETIC_VAL_SAMPLES = 2_000
 class ToUint8CHW:
     """PIL image or uint8 ``(C, H, W)`` / ``(H, W)`` tensor -> uint8 ``(channels, H, W)`` tensor.
 
-    Grey -> RGB repeats the channel; RGB -> grey uses ITU-R 601 luma; alpha is dropped.
+    Grey -> RGB repeats the channel; RGB -> grey uses ITU-R 601 luma; alpha is dropped; PIL images
+    of any mode go through :func:`~.imagefolder.convert_mode` (CMYK, palette, 16-bit grey, ...).
     """
 
     def __init__(self, channels: int) -> None:
@@ -42,7 +48,7 @@ class ToUint8CHW:
 
     def __call__(self, image: Image.Image | Tensor) -> Tensor:
         if isinstance(image, Image.Image):
-            image = TF.pil_to_tensor(image.convert("RGB" if self.channels == 3 else "L"))
+            image = TF.pil_to_tensor(convert_mode(image, "RGB" if self.channels == 3 else "L"))
         image = torch.as_tensor(image)
         if image.dim() == 2:
             image = image.unsqueeze(0)
@@ -74,22 +80,40 @@ class TransformedDataset(Dataset):
 
     With ``seed`` set, items are addressed by :class:`EpochShuffleSampler` keys ``epoch * n + index``
     and the transform's random draws are seeded from ``(seed, epoch, index)`` (resumable runs).
+    With ``bad_images`` (image files), an item whose file cannot be decoded (when read or when the
+    transform decodes it) fails naming the file or is replaced by the next readable item, per the
+    log's policy (:mod:`.imagefolder`); the replacement keeps the original item's random draws.
     """
 
-    def __init__(self, dataset: Dataset, transform, seed: int | None = None) -> None:
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    def __init__(self, dataset: Dataset, transform, seed: int | None = None,
+                 bad_images: BadImageLog | None = None) -> None:
+        self.dataset, self.transform, self.seed, self.bad_images = dataset, transform, seed, bad_images
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: int):
-        if self.seed is None:
-            image, label = self.dataset[key]
-            return self.transform(image), label
-        epoch, index = divmod(int(key), len(self.dataset))
+        n = len(self.dataset)
+        if self.seed is None and not 0 <= int(key) < n:
+            raise IndexError(f"index {key} out of range for {n} items")
+        epoch, index = divmod(int(key), n) if self.seed is not None else (0, int(key))
+        if self.bad_images is None:
+            return self._item(index, epoch, index)
+        for i in (j % n for j in range(index, index + n)):
+            if self.bad_images.is_bad(i):
+                continue
+            try:
+                return self._item(i, epoch, index)
+            except DECODE_ERRORS as err:
+                self.bad_images.report(i, sample_path(self.dataset, i), err)
+        raise BadImageError("data.root: none of the images of this split can be read; check the files")
+
+    def _item(self, index: int, epoch: int, seed_index: int):
         image, label = self.dataset[index]
+        if self.seed is None:
+            return self.transform(image), label
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            torch.manual_seed(sample_seed(self.seed, epoch, seed_index))
             return self.transform(image), label
 
 
@@ -121,6 +145,7 @@ class MultiResDataModule(L.LightningDataModule):
         synthetic: dict | None = None,
         pin_memory: bool | None = None,
         seed: int = 0,
+        on_bad_image: str = "skip",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -130,6 +155,9 @@ class MultiResDataModule(L.LightningDataModule):
             raise ValueError(f"data.resize_on must be 'device' or 'worker', got {resize_on!r}")
         if not 0 < val_crop_ratio <= 1:
             raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"data.on_bad_image: unknown {on_bad_image!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
+        self.on_bad_image = on_bad_image
         self.name, self.root, self.download = name, root, bool(download)
         self._train_res = _descending(train_resolutions)
         self._test_res = _descending(test_resolutions) if test_resolutions else self._train_res
@@ -145,6 +173,8 @@ class MultiResDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self._meta: DatasetMeta | None = None
         self._datasets: dict[str, Dataset] = {}
+        self._train_loader: ResumableLoader | None = None
+        self._resume_state: dict | None = None  # position to resume the training loader at
         self._affine: dict[torch.device, tuple[Tensor, Tensor]] = {}  # per device: (scale, shift)
 
     # ---- metadata -------------------------------------------------------------------------------
@@ -200,7 +230,8 @@ class MultiResDataModule(L.LightningDataModule):
 
         if self.crop == "multi":
             return PerResolution(to_uint8, {r: v2.Compose([crop(r), flip]) for r in self._train_res})
-        one_crop = v2.Compose([to_uint8, crop(self.max_train_resolution), flip])
+        # one crop + flip; a lazily opened JPEG (imagefolder) is decoded at the scale its crop needs
+        one_crop = DecodeCropFlip(self.max_train_resolution, self.crop_scale, self.in_channels, to_uint8)
         if self.resize_on == "worker":
             return PerResolution(one_crop, {r: v2.Resize([r, r], antialias=True) for r in self._train_res})
         return one_crop
@@ -234,22 +265,36 @@ class MultiResDataModule(L.LightningDataModule):
         kwargs = dict(self.synthetic)
         if self.name == "synthetic":
             kwargs["num_samples"] = count
+        if self.name == "imagefolder" and split == "train":
+            kwargs["lazy_decode"] = True  # the train transform decodes (fast draft path for JPEGs)
         dataset = build_dataset(self.name, split, self.root, self.download, **kwargs).dataset
+        check_labels(dataset, self.num_classes, split)
         if count is not None and count < len(dataset):  # a fixed random subset, independent of `seed`
             keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
             dataset = Subset(dataset, keep.sort().values.tolist())
+        bad = BadImageLog(len(dataset), self.on_bad_image) if self.name == "imagefolder" else None
         if split == "train":
-            return TransformedDataset(dataset, self.train_transform(), seed=self.seed)
-        return TransformedDataset(dataset, self.val_transform())
+            return TransformedDataset(dataset, self.train_transform(), seed=self.seed, bad_images=bad)
+        return TransformedDataset(dataset, self.val_transform(), bad_images=bad)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
             self._datasets[split] = self._build(split)
-        dataset = self._datasets[split]
-        return DataLoader(
+        return self._datasets[split]
+
+    @staticmethod
+    def _ranks() -> tuple[int, int]:
+        """``(world_size, rank)`` of the running process group, ``(1, 0)`` outside one (a ddp_spawn
+        parent evaluating after fit reads the whole split)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _loader(self, dataset: Dataset, sampler, train: bool, cls=DataLoader) -> DataLoader:
+        return cls(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.seed) if train else None,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -257,15 +302,49 @@ class MultiResDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+    def train_dataloader(self) -> ResumableLoader:
+        """This process's share of every epoch, resumable mid-epoch (:mod:`.sampling`)."""
+        dataset = self._dataset("train")
+        world, rank = self._ranks()
+        sampler = EpochShuffleSampler(len(dataset), self.seed, num_replicas=world, rank=rank)
+        loader = self._loader(dataset, sampler, train=True, cls=ResumableLoader)
+        if self._resume_state is not None:
+            loader.load_state_dict(self._resume_state)
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict:
+        """The training loader's position in its epoch; Lightning stores it in every checkpoint and
+        hands it back before any loader is made (its own loader-state restore comes too late when
+        ``configure_optimizers`` has already made the loader to count the steps)."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_state = state.get("train_loader")
+
+    def calibration_dataloader(self) -> DataLoader:
+        """Training images in epoch-0 order, the same in every process (BN recalibration must give
+        every DDP rank identical statistics)."""
+        dataset = self._dataset("train")
+        return self._loader(dataset, EpochShuffleSampler(len(dataset), self.seed), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        """One loader serving every test resolution through ``MultiResBatch.at``."""
-        return self._loader("val", train=False)
+        """One loader serving every test resolution through ``MultiResBatch.at``; under DDP each
+        process evaluates every ``world_size``-th image (synchronised metrics are then exact)."""
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)
+        world, rank = self._ranks()
+        return self._loader(dataset, ShardSampler(len(dataset), world, rank) if world > 1 else None, train=False)
+
+    def bad_image_count(self) -> int:
+        """Distinct unreadable images skipped so far, all splits (``on_bad_image=skip``)."""
+        logs = [getattr(d, "bad_images", None) for d in self._datasets.values()]
+        return sum(log.count() for log in logs if log is not None)
 
     # ---- device side ------------------------------------------------------------------------------
     def _scale_shift(self, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from .imagefolder import ImageFiles, class_folders, decode_rgb, list_samples
 from .synthetic import SyntheticScaleDataset, class_names
 
 DEFAULT_ROOT = "~/.cache/resnet_switch/data"
@@ -75,8 +76,7 @@ def dataset_meta(name: str, root: str | None = None, **kwargs) -> DatasetMeta:
         class_names(num_classes)  # validates
         return DatasetMeta(num_classes, 3, meta.mean, meta.std, kwargs.get("native_size", 64))
     if name == "imagefolder":
-        train_dir = _imagefolder_dir(root, "train")
-        classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+        classes = class_folders(_imagefolder_dir(root, "train"))
         return DatasetMeta(
             len(classes), 3, tuple(kwargs.get("mean", meta.mean)), tuple(kwargs.get("std", meta.std)), None
         )
@@ -87,7 +87,8 @@ def build_dataset(name: str, split: str, root: str | None = None, download: bool
     """The ``split`` ("train" | "val" | "test") of data set ``name`` with its metadata.
 
     kwargs: synthetic -> ``SyntheticScaleDataset`` args (num_samples, seed, native_size, num_classes);
-    imagefolder -> optional ``mean``/``std``. Raises ``DataNotFoundError`` when the files are absent.
+    imagefolder -> optional ``mean``/``std`` and ``lazy_decode`` (items are lazily opened files,
+    decoded by the transform: :mod:`.decode`). Raises ``DataNotFoundError`` when the files are absent.
     """
     _check_name(name)
     if split not in SPLITS:
@@ -100,7 +101,7 @@ def build_dataset(name: str, split: str, root: str | None = None, download: bool
     elif name in ("cifar10", "cifar100"):
         dataset = _cifar(name, resolve_root(root), split == "train", download)
     else:
-        dataset = _imagefolder(root, split)
+        dataset = _imagefolder(root, split, lazy_decode=bool(kwargs.get("lazy_decode", False)))
     return DatasetInfo(meta.num_classes, meta.in_channels, meta.mean, meta.std, meta.native_size, dataset)
 
 
@@ -161,8 +162,27 @@ def _imagefolder_dir(root: str | None, split: str) -> Path:
     return folder
 
 
-def _imagefolder(root: str | None, split: str) -> Dataset:
-    """torchvision ImageFolder; its default loader converts every file (L, P, RGBA, ...) to RGB."""
-    from torchvision.datasets import ImageFolder
+def _imagefolder(root: str | None, split: str, lazy_decode: bool = False) -> Dataset:
+    """The split's image files, labelled with the train split's classes (:mod:`.imagefolder`: unknown
+    or empty class folders fail at setup); items are decoded RGB images, or with ``lazy_decode``
+    opened, not decoded (JPEGs then decode at the scale their crop needs)."""
+    from .decode import open_image_lazy
 
-    return ImageFolder(str(_imagefolder_dir(root, split)))
+    classes = class_folders(_imagefolder_dir(root, "train"))
+    samples = list_samples(_imagefolder_dir(root, split), classes, split)
+    return ImageFiles(samples, classes, open_image_lazy if lazy_decode else decode_rgb)
+
+
+def check_labels(dataset: Dataset, num_classes: int, split: str) -> None:
+    """Reject a data set whose ``targets`` (when it has them) fall outside ``[0, num_classes)``."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None or len(targets) == 0:
+        return
+    values = targets.tolist() if hasattr(targets, "tolist") else list(targets)
+    low, high = min(values), max(values)
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"data: the {split} split has label {bad} outside [0, {num_classes}) (the network has "
+            f"{num_classes} outputs); fix the labels or the class count of the data set"
+        )

@@ -1,12 +1,13 @@
 """The embedded ``synthetic`` data set: coarse shape x fine texture, rendered on the fly.
 
 Each class is a pair (shape, fine cue). The shape (disc, square, triangle, ring, cross) survives
-downsampling; the fine cue (a sinusoidal grating of period 4.5-7 native px at 64 px, vertical or
-horizontal, or a checker for more than 10 classes) is filled into the shape and fades when the image
-is shrunk to a few pixels per period. Accuracy therefore falls with resolution, and a net trained only
-at a high resolution meets unfamiliar (texture-less, smaller) inputs at a low one.
+downsampling; the fine cue (a sinusoidal grating, period log-uniform in 2.5-12 px at 64 px, vertical
+or horizontal, or a checker for more than 10 classes) modulates the brightness of the shape and fades
+when the image is shrunk to under ~2 px per period. Accuracy therefore falls with resolution, and a
+net trained only at a high resolution meets unfamiliar (texture-less, smaller) inputs at a low one.
 
-Colours are random and identically distributed for every class (colour is no shortcut); position,
+Colours are random and identically distributed for every class (colour is no shortcut); the grating
+is grey (a luminance modulation), so one oriented filter detects it whatever the colours; position,
 size, rotation, period, phase and stripe orientation (+-20 degrees) are random too. Every sample is a
 pure function of ``(seed, split, index)``: a ``torch.Generator`` seeded from a stable hash of the three.
 """
@@ -24,7 +25,8 @@ SHAPES = ("disc", "square", "triangle", "ring", "cross")
 FINE_CUES = ("v-stripes", "h-stripes", "checker")
 
 _NUM_PARAMS = 20  # uniform draws per sample (see `_render`)
-_NOISE_STD = 0.06  # per-pixel Gaussian noise, in [0, 1] intensity units
+_NOISE_STD = 0.06
+
 
 
 def sample_seed(seed: int, split: str, index: int) -> int:
@@ -86,7 +88,7 @@ class SyntheticScaleDataset(Dataset):
         inside = _signed_distance(shape, pu, pv, dx, dy, radius)
         mask = (inside + 0.5).clamp_(0.0, 1.0)  # 1-px anti-aliased edge
 
-        period = 2.2 * (12.0 / 2.2) ** u[4] * unit  # log-uniform in [2.2, 12] px at 64
+        period = 2.5 * (12.0 / 2.5) ** u[4] * unit  # log-uniform in [2.5, 12] px at 64
         phase = 2 * math.pi * u[5]
         jitter = math.radians(40.0 * (u[6] - 0.5))
         angle = jitter + (math.pi / 2 if cue == "h-stripes" else 0.0)  # angle of the wave vector
@@ -96,10 +98,9 @@ class SyntheticScaleDataset(Dataset):
         if cue == "checker":
             across = self._ys * math.cos(angle) - self._xs * math.sin(angle)
             wave = wave * torch.sin(across * k + 2 * math.pi * u[7]) * 1.4
-        # colours: fill mean m, stripes m +- a*d, background on the other side of m in brightness
+        # colours: fill mean m, stripes m +- d (grey), background on the other side of m in brightness
         m = torch.tensor(u[8:11]) * 0.3 + 0.35
-        d = torch.tensor(u[11:14]) - 0.5
-        d = d / d.norm().clamp_min(1e-3) * (0.18 + 0.17 * u[14])
+        d = torch.full((3,), 0.15 + 0.10 * u[14])  # luminance stripes (one oriented filter sees them)
         sign = 1.0 if u[15] < 0.5 else -1.0
         bg = (m + sign * (0.22 + 0.2 * torch.tensor(u[16:19]))).clamp_(0.0, 1.0)
         fill = m.view(3, 1, 1) + d.view(3, 1, 1) * wave

@@ -26,6 +26,7 @@ from ..models.mobilenet import make_divisible
 from ..switch import SwitchState
 from .calibration import CalibratedStatsMixin
 from .factory import PlainLayers, register_layers
+from .sync_bn import batch_norm_train
 
 
 def slim_channels(full: int, width: float, divisor: int = 8, ratio: int = 1) -> int:
@@ -156,6 +157,8 @@ class SlimmableBatchNorm2d(CalibratedStatsMixin, nn.BatchNorm2d):
     active (width, resolution); ``state.calibrating`` accumulates them.
     """
 
+    sync_stats = False  # DDP: training statistics over every process (layers.sync_bn.convert_sync_bn)
+
     def __init__(self, dim: ChannelDim, *, state: SwitchState, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(dim.full, eps=eps, momentum=momentum)
         self.state, self.dim = state, dim
@@ -175,8 +178,8 @@ class SlimmableBatchNorm2d(CalibratedStatsMixin, nn.BatchNorm2d):
             self.num_batches_tracked.add_(1)
             momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             # leading slices of 1-D buffers are contiguous views: the running update writes through
-            return F.batch_norm(x, self.running_mean[:c], self.running_var[:c], weight, bias,
-                                True, momentum, self.eps)
+            return batch_norm_train(x, self.running_mean[:c], self.running_var[:c], weight, bias,
+                                    momentum, self.eps, self.sync_stats)
         mean, var = self._stats(c)
         return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 

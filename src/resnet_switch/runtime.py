@@ -1,0 +1,307 @@
+"""Runtime API: load a checkpoint once, switch configurations cheaply, classify images of any size.
+
+::
+
+    clf = SwitchableClassifier.from_checkpoint("last.ckpt")        # cuda when available, else cpu
+    logits = clf.predict(images, resolution=160)                   # (B, num_classes); images any size
+    clf.switch(128, width=0.75)                                    # slimmable checkpoints take widths
+    row = clf.select("query_table.csv", latency_ms=5)              # best configuration under a budget
+    plain = clf.materialize()                                      # plain nn.Module of the active config
+
+``switch`` never rebuilds the network: it activates the configuration in the shared switch state.
+SAN's generated kernels are made once per configuration and cached (``ScaleConv2d``'s cache, filled
+by ``switch``); MutualNet / US-Net / S-Net use the BN statistics recalibrated per (width, resolution)
+that the checkpoint stores (``calibrate`` adds more from your own images).
+
+Preprocessing (``predict``) follows the validation protocol of training: the central square of
+``crop_ratio`` x the shorter side (``Resize(r / 0.875) + CenterCrop(r)`` keeps the same region),
+resized to ``r x r`` on the device (bilinear, antialias), then ``(x - mean) / std`` with the mean and
+std stored in the checkpoint (``resnet_switch.train`` always stores them; a checkpoint without them
+gets no normalisation, so pass images already normalised as float in that case).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
+
+from . import query_table as qt
+from .checkpointing import load_checkpoint, rebuild_from_checkpoint
+from .data.multires import resize_images
+from .layers.calibration import calibratable_layers, calibrate_bn
+from .models.switchable import SwitchableNet
+from .switch import SubnetConfig
+
+BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")  # as ``evaluate``'s bn_mode
+_KEY = re.compile(r"^r(\d+)_w([0-9.e+-]+)$")
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"``: cuda when available, else cpu."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda is not available on this machine; use device='cpu'")
+    return device
+
+
+class SwitchableClassifier:
+    """One loaded switchable network and its active configuration.
+
+    Args:
+        net: the switchable network (moved to ``device``, put in eval mode).
+        method_name: the training method (decides BN handling, see ``bn_mode``).
+        needs_calibration: slimmable methods: every configuration runs with stored statistics.
+        default_bn_mode: the method's ``bn_mode`` when none is given.
+        mean, std: per-channel normalisation of the training data (``None``: none).
+        crop_ratio: central fraction of the shorter side kept by ``predict`` (validation protocol).
+        bn_mode: for resolutions the net was not trained at: ``nearest``, ``interpolate`` (RS-Net
+            sec. 4.3), ``proxy`` (SAN: nearest BN and scale encoding), ``calibrate``/``ideal``
+            (statistics stored for that configuration). Training resolutions use their own BN.
+    """
+
+    def __init__(self, net: SwitchableNet, method_name: str = "unknown", needs_calibration: bool = False,
+                 default_bn_mode: str = "nearest", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, crop_ratio: float = 0.875,
+                 device: str | torch.device | None = None, bn_mode: str | None = None):
+        self.device = pick_device(device)
+        self.net = net.to(self.device).eval()
+        self.method_name = method_name
+        self.needs_calibration = bool(needs_calibration)
+        self.bn_mode = default_bn_mode if bn_mode is None else bn_mode
+        if self.bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode: unknown {self.bn_mode!r}; choose one of {list(BN_MODES)}")
+        if not 0.0 < float(crop_ratio) <= 1.0:
+            raise ValueError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
+        self.crop_ratio = float(crop_ratio)
+        channels = self.in_channels
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        for name, value in (("mean", self.mean), ("std", self.std)):
+            if value is not None and value.shape[1] != channels:
+                raise ValueError(f"{name}: has {value.shape[1]} entries but the network takes {channels} channels")
+        # SAN reads the scale encoding of unseen resolutions from the state (proxy: nearest trained)
+        self.net.state.scale_encoding = "exact" if self.bn_mode == "ideal" else "nearest"
+        self._scale_convs = [m for m in self.net.modules() if hasattr(m, "kernel") and hasattr(m, "_kernel_cache")]
+        self._calibrated = calibratable_layers(self.net)
+        self._config: SubnetConfig | None = None
+        self._start()
+
+    def _start(self) -> None:
+        """Activate the largest configuration (slimmable: the largest one with stored statistics)."""
+        top = SubnetConfig(self.net.state.train_resolutions[0], self.net.state.widths[0])
+        try:
+            self.switch(top.resolution, top.width)
+        except ValueError:
+            stored = self.stored_configs()
+            if stored:
+                self.switch(stored[0].resolution, stored[0].width)
+            else:  # nothing stored: predict fails until calibrate() provides statistics
+                self._config = top
+                self.net.set_active(top, self.state_bn_mode(top))
+
+    # ---------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        bn_mode: str | None = None) -> SwitchableClassifier:
+        """Rebuild the network of a ``resnet_switch`` checkpoint (architecture, weights, stored BN
+        statistics, normalisation) on ``device`` (default: cuda when available)."""
+        method, net, meta = rebuild_from_checkpoint(load_checkpoint(path))
+        run = meta.get("run", {}) or {}
+        data = run.get("data", {}) or {}
+        return cls(net, method_name=meta["method"]["name"], needs_calibration=method.needs_calibration,
+                   default_bn_mode=method.default_bn_mode, mean=run.get("mean"), std=run.get("std"),
+                   crop_ratio=data.get("val_crop_ratio", 0.875), device=device, bn_mode=bn_mode)
+
+    # ------------------------------------------------------------------------------- properties
+    @property
+    def config(self) -> SubnetConfig:
+        """The active configuration."""
+        return self._config
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.net.spec.get("in_channels", 3))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.net.spec["num_classes"])
+
+    @property
+    def slimmable(self) -> bool:
+        return self.net.spec.get("layers") == "slimmable"
+
+    def stored_configs(self) -> list[SubnetConfig]:
+        """Configurations with BN statistics stored in every calibratable layer, largest first."""
+        if not self._calibrated:
+            return []
+        keys = set(self._calibrated[0].calibrated)
+        for layer in self._calibrated[1:]:
+            keys &= set(layer.calibrated)
+        configs = [SubnetConfig(int(m.group(1)), float(m.group(2))) for m in map(_KEY.match, keys) if m]
+        return sorted(configs, reverse=True)
+
+    # -------------------------------------------------------------------------------- switching
+    def check_config(self, resolution: int, width: float | None = None) -> SubnetConfig:
+        """The configuration ``(resolution, width)`` if this network can run it, else a one-line
+        ``ValueError`` naming the field (``width`` defaults to the active width)."""
+        if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution <= 0:
+            raise ValueError(f"resolution: must be a positive integer (pixels), got {resolution!r}")
+        width = self._config.width if (width is None and self._config is not None) else width
+        width = self.net.state.widths[0] if width is None else width
+        if isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0.0 < float(width) <= 1.0:
+            raise ValueError(f"width: must be in (0, 1], got {width!r}")
+        config = SubnetConfig(int(resolution), float(width))
+        widths = self.net.state.widths
+        if not self.slimmable:
+            if config.width != 1.0:
+                raise ValueError(f"width: this {self.method_name} checkpoint is not slimmable; use width=1.0")
+        elif (self.net.spec.get("layer_kwargs") or {}).get("private_bn_per_width"):
+            if config.width not in widths:
+                raise ValueError(f"width: {config.width:g} has no private BN in this S-Net checkpoint; "
+                                 f"choose one of {list(widths)}")
+        elif not widths[-1] <= config.width <= widths[0]:
+            raise ValueError(f"width: {config.width:g} is outside the trained range [{widths[-1]:g}, {widths[0]:g}]")
+        return config
+
+    def state_bn_mode(self, config: SubnetConfig) -> str:
+        """The switch state's BN mode for ``config`` (see ``bn_mode`` in the class docstring)."""
+        if self.needs_calibration:
+            return "calibrated"
+        if self.net.state.train_index(config.resolution) is not None:
+            return "nearest"
+        return {"calibrate": "calibrated", "ideal": "calibrated", "proxy": "nearest"}.get(self.bn_mode, self.bn_mode)
+
+    def _ensure_stats(self, config: SubnetConfig) -> None:
+        """Stored statistics for ``config``: its own, or those of a stored configuration at the same
+        resolution with the same channel counts (the same plain network), shared under its key."""
+        key = config.key()
+        if all(key in layer.calibrated for layer in self._calibrated):
+            return
+        signature = qt.channel_signature(self.net, config.width)
+        for twin in self.stored_configs():
+            if twin.resolution == config.resolution and qt.channel_signature(self.net, twin.width) == signature:
+                for layer in self._calibrated:
+                    layer.calibrated[key] = layer.calibrated[twin.key()]
+                return
+        stored = ", ".join(f"w{c.width:g}@{c.resolution}" for c in self.stored_configs()) or "none"
+        raise ValueError(
+            f"width: no BN statistics stored for width {config.width:g} @ {config.resolution}px "
+            f"(stored: {stored}); pick a stored configuration or run clf.calibrate(images, "
+            f"{config.resolution}, {config.width:g}) on a few hundred training images first"
+        )
+
+    @torch.no_grad()
+    def switch(self, resolution: int, width: float | None = None) -> SubnetConfig:
+        """Activate ``(resolution, width)`` and return it. Cheap: no rebuild and no copy of weights;
+        SAN kernels are generated on the first visit of a configuration and cached."""
+        config = self.check_config(resolution, width)
+        mode = self.state_bn_mode(config)
+        if mode == "calibrated":
+            self._ensure_stats(config)
+        self.net.set_active(config, mode)
+        for conv in self._scale_convs:  # eval + no_grad: generated once per configuration, then a cache hit
+            conv.kernel()
+        self._config = config
+        return config
+
+    def select(self, query_table: str | os.PathLike | Sequence[Mapping[str, Any]], madds: Any = None,
+               latency_ms: Any = None) -> dict[str, Any]:
+        """Switch to the most accurate row of a query table (``query_table.csv`` written by
+        ``evaluate query_table=true``, or its rows) within ``madds`` (``150M``, ``1.2e8``) and/or
+        ``latency_ms``; returns that row. See :func:`resnet_switch.query_table.select_under_budget`."""
+        if isinstance(query_table, (str, os.PathLike)):
+            path = Path(query_table)
+            if not path.is_file():
+                raise FileNotFoundError(f"query_table: no file at {path}; write one with "
+                                        "python -m resnet_switch.evaluate ckpt=... query_table=true")
+            rows = qt.read_query_table(path)
+        else:
+            rows = [dict(r) for r in query_table]
+        budget_madds = None if madds is None else qt.parse_count(madds, "madds")
+        budget_latency = None if latency_ms is None else qt.parse_positive(latency_ms, "latency_ms")
+        row = dict(qt.select_under_budget(rows, budget_madds, budget_latency))
+        self.switch(int(row["resolution"]), float(row["width"]))
+        return row
+
+    # -------------------------------------------------------------------------------- inference
+    def preprocess(self, images: Any, resolution: int | None = None, crop_ratio: float | None = None) -> Tensor:
+        """Images -> float ``(B, C, r, r)`` on the device, normalised as the training data.
+
+        ``images``: a uint8 tensor (0..255) or a float tensor (0..1), ``(B, C, H, W)`` or
+        ``(C, H, W)``; a PIL image; or a list of those (sizes may differ). Each image keeps its
+        central square of ``crop_ratio`` (default: the checkpoint's validation ratio) x its shorter
+        side, resized to ``r`` (bilinear, antialias); ``crop_ratio=1`` keeps the whole shorter side."""
+        r = self._config.resolution if resolution is None else int(resolution)
+        ratio = self.crop_ratio if crop_ratio is None else float(crop_ratio)
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("images: empty list")
+            return torch.cat([self.preprocess(im, r, ratio) for im in images])
+        x = self._as_tensor(images)
+        x = x.to(self.device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        h, w = x.shape[-2:]
+        side = max(1, round(min(h, w) * ratio))
+        top, left = (h - side) // 2, (w - side) // 2
+        x = resize_images(x[..., top:top + side, left:left + side], r)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return x
+
+    def _as_tensor(self, image: Any) -> Tensor:
+        """One input as a 4-D tensor with the network's channel count (grey repeated to RGB)."""
+        if isinstance(image, Image.Image):
+            image = TF.pil_to_tensor(image.convert("RGB" if self.in_channels == 3 else "L"))
+        if not isinstance(image, Tensor):
+            raise ValueError(f"images: expected tensors or PIL images, got {type(image).__name__}")
+        if image.dtype != torch.uint8 and not image.is_floating_point():
+            raise ValueError(f"images: expected uint8 (0..255) or float (0..1) tensors, got {image.dtype}")
+        x = image.unsqueeze(0) if image.dim() == 3 else image
+        if x.dim() != 4:
+            raise ValueError(f"images: expected (B, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
+        if x.shape[1] == 1 and self.in_channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"images: {x.shape[1]} channels but the network takes {self.in_channels}")
+        return x
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` of already preprocessed ``x`` ``(B, C, r, r)`` at the active config."""
+        return self.net(x)
+
+    @torch.no_grad()
+    def predict(self, images: Any, resolution: int | None = None, width: float | None = None,
+                crop_ratio: float | None = None) -> Tensor:
+        """Logits ``(B, num_classes)`` (``.softmax(-1)`` for probabilities) of ``images`` (see
+        :meth:`preprocess`). Given ``resolution``/``width``, switches there first (and stays)."""
+        if resolution is not None or width is not None:
+            self.switch(self._config.resolution if resolution is None else resolution, width)
+        return self.net(self.preprocess(images, crop_ratio=crop_ratio))
+
+    # ------------------------------------------------------------------------------ deployment
+    def materialize(self) -> nn.Module:
+        """A plain ``nn.Module`` equal to the network at the active configuration (eval mode)."""
+        return self.net.materialize()
+
+    @torch.no_grad()
+    def calibrate(self, images: Any, resolution: int, width: float | None = None) -> SubnetConfig:
+        """Exact BN statistics for ``(resolution, width)`` over ``images`` (training-like images, any
+        size, see :meth:`preprocess`; a few hundred or more), stored for :meth:`switch`."""
+        config = self.check_config(resolution, width)
+        x = self.preprocess(images, config.resolution)
+        calibrate_bn(self.net, [x], config, num_samples=x.shape[0])  # restores the active config
+        return config

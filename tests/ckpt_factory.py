@@ -1,0 +1,48 @@
+"""Tiny checkpoints written without training (export, runtime and bench tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from resnet_switch.build import build_method_and_net
+from resnet_switch.checkpointing import make_checkpoint
+from resnet_switch.layers.calibration import calibrate_bn
+
+MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.3, 0.35]
+
+
+@torch.no_grad()
+def randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine parameters (so BN choice and folding matter)."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            shape = module.running_mean.shape
+            module.running_mean.copy_(torch.randn(shape, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(shape, generator=gen) + 0.5)
+            module.weight.copy_(torch.rand(shape, generator=gen) + 0.5)
+            module.bias.copy_(torch.randn(shape, generator=gen) * 0.1)
+
+
+def write_checkpoint(path: Path, method: str = "rsnet", model: str = "resnet20", resolutions=(16, 12),
+                     num_classes: int = 10, method_kwargs: dict | None = None, model_kwargs: dict | None = None,
+                     calibrate: bool = True) -> Path:
+    """A ``resnet_switch`` checkpoint of a freshly built net with random BN statistics. Slimmable
+    methods get BN statistics calibrated (on random images) for their evaluation configurations."""
+    torch.manual_seed(0)
+    if model_kwargs is None:
+        model_kwargs = {"base_width": 4} if model == "resnet20" else {}
+    kwargs = dict(method_kwargs or {})
+    m, net = build_method_and_net(method, list(resolutions), model, num_classes, method_kwargs=kwargs,
+                                  model_kwargs=model_kwargs)
+    randomize_bn(net)
+    net.eval()
+    if m.needs_calibration and calibrate:
+        for config in m.eval_configs():
+            r = config.resolution
+            calibrate_bn(net, [torch.rand(4, 3, r, r) * 2 - 1], config, num_samples=4)
+    run = {"mean": MEAN, "std": STD, "data": {"name": "synthetic", "val_crop_ratio": 0.875}}
+    torch.save(make_checkpoint(m, net, {"name": method, "kwargs": kwargs}, run), path)
+    return path

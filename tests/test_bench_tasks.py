@@ -1,0 +1,159 @@
+"""bench ``infer`` / ``data`` tasks and the fast JPEG decode of the imagefolder training path.
+
+No timing assertions: speed figures go to the bench output only."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+import resnet_switch
+from resnet_switch import bench, bench_data, bench_infer
+from resnet_switch.bench_data import natural_image
+from resnet_switch.cli import run_tool
+from resnet_switch.costs import cost_table
+from resnet_switch.data.datamodule import MultiResDataModule, ToUint8CHW
+from resnet_switch.data.decode import DecodeCropFlip, decode_for_box, draft_scale, open_image_lazy, psnr
+
+SRC = str(Path(resnet_switch.__file__).resolve().parents[1])
+
+
+# ------------------------------------------------------------------------------------ fast decode
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory):
+    """A natural-looking 800x600 JPEG (gradients, shapes, light texture), quality 90."""
+    path = tmp_path_factory.mktemp("jpeg") / "natural.jpg"
+    natural_image(3, 800, 600, texture=10.0).save(path, quality=90)
+    return path
+
+
+def test_draft_scale_is_the_largest_that_keeps_enough_pixels():
+    rng = random.Random(0)
+    for _ in range(2000):
+        w, h, r = rng.randint(1, 3000), rng.randint(1, 3000), rng.randint(8, 320)
+        s = draft_scale(w, h, r)
+        assert s in (1, 2, 4, 8)
+        if s > 1:
+            assert w / s >= r and h / s >= r  # never fewer pixels than the output needs
+        if s < 8:
+            assert w / (2 * s) < r or h / (2 * s) < r  # the next scale would lose some
+
+
+@pytest.mark.parametrize("box, target, scale", [
+    ((100, 50, 700, 590), 128, 4),  # 600x540 box for 128 px: decoded at 1/4
+    ((0, 0, 800, 600), 224, 2),
+    ((300, 100, 560, 380), 64, 4),
+    ((10, 10, 300, 250), 96, 2),
+])
+def test_draft_decode_matches_full_decode_psnr_35db(big_jpeg, box, target, scale):
+    decoded, scaled_box = decode_for_box(open_image_lazy(big_jpeg), box, target)
+    assert decoded.size == (800 // scale, 600 // scale)  # really decoded at reduced scale
+    assert scaled_box[2] - scaled_box[0] >= target and scaled_box[3] - scaled_box[1] >= target
+    fast = TF.pil_to_tensor(decoded.resize((target, target), Image.Resampling.BILINEAR, box=scaled_box))
+    full_image = Image.open(big_jpeg).convert("RGB")
+    full = TF.pil_to_tensor(full_image.resize((target, target), Image.Resampling.BILINEAR, box=box))
+    assert fast.shape == full.shape == (3, target, target)
+    assert psnr(fast, full) >= 35.0
+
+
+def test_fast_path_draws_the_same_crop_and_flip_as_the_tensor_path(big_jpeg):
+    transform = DecodeCropFlip(96, (0.08, 1.0), 3, ToUint8CHW(3))
+    decoded = TF.pil_to_tensor(Image.open(big_jpeg).convert("RGB"))
+    for seed in range(6):
+        torch.manual_seed(seed)
+        fast = transform(open_image_lazy(big_jpeg))
+        torch.manual_seed(seed)
+        slow = transform(decoded)  # a tensor: torchvision RandomResizedCrop + flip
+        assert fast.dtype == torch.uint8 and fast.shape == (3, 96, 96)
+        assert psnr(fast, slow) >= 30.0  # same box and flip; only the resize implementations differ
+        assert psnr(fast, slow.flip(-1)) < psnr(fast, slow)
+
+
+def test_imagefolder_training_items_take_the_fast_path(tmp_path, monkeypatch):
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            natural_image(len(cls), 120, 90, texture=5.0).save(tmp_path / split / cls / "0.jpg", quality=90)
+    calls = []
+    original = DecodeCropFlip.fast_crop
+    monkeypatch.setattr(DecodeCropFlip, "fast_crop", lambda self, im: calls.append(im.size) or original(self, im))
+    dm = MultiResDataModule(name="imagefolder", root=str(tmp_path), train_resolutions=(32, 16), batch_size=2,
+                            num_workers=0, pin_memory=False)
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch.images.shape == (2, 3, 32, 32) and batch.at(16).shape == (2, 3, 16, 16)
+    assert calls == [(120, 90), (120, 90)]
+    val = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    assert val.images.shape == (2, 3, 32, 32) and len(calls) == 2  # validation decodes as before
+
+
+# ------------------------------------------------------------------------------------ bench tasks
+def test_data_task_reports_every_contender(capsys):
+    opts = dict(bench_data.DEFAULTS, images=3, image_size=[64, 48], resolutions=[32, 16], rounds=1, warmup=1,
+                batch_size=2, texture=5.0)
+    bench_data.check_options(opts)
+    out = bench_data.data_task(opts, {})
+    for key in ("ours_ms", "ours_worker_ms", "ours_device_ms", "official_ms", "single_ms", "decode_ms"):
+        assert out[key] > 0, key
+    assert out["ours_ms"] == pytest.approx(out["ours_worker_ms"] + out["ours_device_ms"], abs=2e-3)
+    assert out["ours_vs_single"] == pytest.approx(out["ours_ms"] / out["single_ms"], rel=1e-2)
+    assert out["samples"] == 3 and 0.0 <= out["draft_share"] <= 1.0
+
+
+def test_official_protocol_gives_every_resolution(tmp_path):
+    path = tmp_path / "x.jpg"
+    natural_image(0, 64, 48).save(path)
+    outs = bench_data.official_sample(path, [32, 24, 16])
+    assert [tuple(o.shape) for o in outs] == [(3, 32, 32), (3, 24, 24), (3, 16, 16)]
+
+
+def test_infer_task_materialised_equals_torchvision_and_switches():
+    opts = dict(bench_infer.DEFAULTS, models=["resnet18"], resolutions=[32, 16], steps=1, warmup=0,
+                switch_model="resnet20", num_classes=10, switches=5)
+    bench_infer.check_options(opts)
+    out = bench_infer.infer_task(opts, {})
+    rows = out["latency"]["resnet18"]
+    assert [r["resolution"] for r in rows] == [32, 16]
+    assert all(r["max_abs_diff"] == 0.0 for r in rows)  # the same network as torchvision, same weights
+    costs = {row["resolution"]: row["madds"] for row in cost_table("resnet18", [32, 16], num_classes=10)}
+    assert [r["madds"] for r in rows] == [costs[32], costs[16]]
+    assert rows[1]["madds_ratio"] == round(costs[16] / costs[32], 4) and rows[0]["latency_ratio"] == 1.0
+    assert set(out["switch"]) == {"rsnet", "mutualnet", "san"}
+    for figures in out["switch"].values():
+        assert figures["switch_ms"] > 0 and figures["configs"] >= 2
+
+
+def test_data_cli_prints_json_last(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "resnet_switch.bench", "data", "images=2", "image_size=[64,48]",
+                           "resolutions=[32,16]", "rounds=1", "warmup=0"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["task"] == "data" and result["official_ms"] > 0 and result["resolutions"] == [32, 16]
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["data", "image_size=[64]"], "image_size"),
+    (["data", "resolutions=[16,32]"], "resolutions"),
+    (["data", "method=rsnet"], "method"),  # a train_step option, not a data one
+    (["infer", "models=[vgg]"], "models"),
+    (["infer", "switch_methods=[nonet]"], "switch_methods"),
+    (["infer", "steps=0"], "steps"),
+])
+def test_bench_task_bad_options_exit_2(argv, field, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_tool(bench.main, argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), lines

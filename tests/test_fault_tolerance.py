@@ -1,0 +1,113 @@
+"""Fault tolerance on tiny runs: step checkpoints, exact mid-epoch resume, NaN stops, the loader's
+resumable position."""
+
+import pytest
+import torch
+
+from resnet_switch.checkpointing import load_checkpoint
+from resnet_switch.data.sampling import EpochShuffleSampler, ResumableLoader
+from resnet_switch.finite_guard import FiniteGuard, NonFiniteLossError
+from resnet_switch.train import train
+
+from .helpers import TrainingCrash, tiny_cfg
+
+STEPS = ["callbacks.last_checkpoint.every_n_train_steps=1"]  # 64 samples / batch 16: 4 steps per epoch
+
+
+def _ckpt(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+
+class Keys(torch.utils.data.Dataset):
+    """Items are the sampler's keys ``epoch * 40 + index`` themselves."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, key):
+        return key
+
+
+def test_resumable_loader_skips_the_batches_already_served():
+    dataset = Keys()
+    loader = ResumableLoader(dataset, batch_size=4, sampler=EpochShuffleSampler(40, seed=3), drop_last=True)
+    loader.sampler.set_epoch(2)
+    full = [b.tolist() for b in loader]
+    it = iter(loader)
+    seen = [next(it).tolist() for _ in range(3)]
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "batches": 3} and seen == full[:3]
+    fresh = ResumableLoader(dataset, batch_size=4, sampler=EpochShuffleSampler(40, seed=3), drop_last=True)
+    fresh.load_state_dict(state)
+    fresh.sampler.set_epoch(2)  # Lightning sets the epoch after loading the state, before iterating
+    assert len(fresh) == len(full) == 10
+    assert [b.tolist() for b in fresh] == full[3:]
+    assert [b.tolist() for b in fresh] == full  # the next iteration starts the epoch from its beginning
+    other = ResumableLoader(dataset, batch_size=4, sampler=EpochShuffleSampler(40, seed=3), drop_last=True)
+    other.load_state_dict(state)
+    other.sampler.set_epoch(3)  # a state of another epoch skips nothing
+    assert len(list(other)) == 10
+
+
+def test_sharded_sampler_gives_each_step_the_same_samples_as_one_process():
+    one = EpochShuffleSampler(50, seed=1)
+    shards = [EpochShuffleSampler(50, seed=1, num_replicas=2, rank=r) for r in (0, 1)]
+    for s in (one, *shards):
+        s.set_epoch(4)
+    keys, parts = list(one), [list(s) for s in shards]
+    assert len(parts[0]) == len(parts[1]) == 25
+    for step in range(25 // 4):  # batch 8 on one process == batch 4 on each of two
+        assert sorted(keys[8 * step: 8 * step + 8]) == sorted(parts[0][4 * step: 4 * step + 4]
+                                                              + parts[1][4 * step: 4 * step + 4])
+
+
+@pytest.mark.parametrize("method", ["rsnet", "mutualnet"])
+def test_crash_mid_epoch_then_resume_matches_an_uninterrupted_run(method, tmp_path):
+    extra = [f"method={method}", "trainer.max_epochs=2", "trainer.deterministic=true", *STEPS]
+    if method == "mutualnet":
+        extra += ["method.width_range=[0.5,1.0]", "calibration_samples=16"]
+    straight = train(tiny_cfg(tmp_path / "straight", *extra))
+    crashed = tmp_path / "crashed"
+    with pytest.raises(TrainingCrash):
+        train(tiny_cfg(crashed, *extra, "+callbacks.crash._target_=tests.helpers.CrashAtStep",
+                       "+callbacks.crash.step=6"))
+    ckpt = _ckpt(crashed)
+    assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1  # epoch 1, after its 2nd of 4 batches
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+    assert "rng_states" in ckpt
+    resumed = train(tiny_cfg(crashed, *extra, "ckpt_path=last"))
+    assert resumed == straight  # final val accuracy per configuration, exactly
+    a, b = _ckpt(tmp_path / "straight"), _ckpt(crashed)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_nan_loss_stops_with_step_and_configuration_and_keeps_the_last_good_checkpoint(tmp_path):
+    poison = ["+callbacks.poison._target_=tests.helpers.PoisonAtStep", "+callbacks.poison.step=5",
+              "+callbacks.poison.set_index=1"]  # BN set of resolution 12 (data.resolutions=[16,12])
+    with pytest.raises(NonFiniteLossError) as err:
+        train(tiny_cfg(tmp_path, "trainer.max_epochs=2", *STEPS, *poison))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "global step 5" in message and "resolution=12 width=1" in message, message
+    ckpt = _ckpt(tmp_path)
+    assert ckpt["global_step"] == 5
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+
+def test_deferred_check_raises_lag_steps_later_or_on_flush():
+    guard = FiniteGuard(lag=2)
+    guard._records = [("loss", "resolution=16 width=1", torch.tensor(float("nan")))]
+    labels, values = [("loss", "resolution=16 width=1")], torch.tensor([float("nan")])
+    flags = (~torch.isfinite(values)).int()
+
+    class Done:
+        def synchronize(self):
+            pass
+
+    guard._records = None
+    guard._pending.append((3, labels, values, flags, Done()))
+    with pytest.raises(NonFiniteLossError, match="global step 3, configuration resolution=16 width=1"):
+        guard.flush()
