@@ -46,3 +46,12 @@ def write_checkpoint(path: Path, method: str = "rsnet", model: str = "resnet20",
     run = {"mean": MEAN, "std": STD, "data": {"name": "synthetic", "val_crop_ratio": 0.875}}
     torch.save(make_checkpoint(m, net, {"name": method, "kwargs": kwargs}, run), path)
     return path
+
+
+def write_method_checkpoints(root: Path) -> dict[str, Path]:
+    """One tiny checkpoint per method family (rsnet, san, mutualnet) under ``root``."""
+    return {
+        "rsnet": write_checkpoint(root / "rsnet.ckpt", "rsnet"),
+        "san": write_checkpoint(root / "san.ckpt", "san"),
+        "mutualnet": write_checkpoint(root / "mutualnet.ckpt", "mutualnet", method_kwargs={"width_range": [0.5, 1.0]}),
+    }

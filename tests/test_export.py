@@ -18,17 +18,12 @@ from resnet_switch.export import fold_batchnorm
 from resnet_switch.models import build_switchable
 from resnet_switch.switch import SubnetConfig
 
-from .ckpt_factory import randomize_bn, write_checkpoint
+from .ckpt_factory import randomize_bn, write_checkpoint, write_method_checkpoints
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpts")
-    return {
-        "rsnet": write_checkpoint(root / "rsnet.ckpt", "rsnet"),
-        "san": write_checkpoint(root / "san.ckpt", "san"),
-        "mutualnet": write_checkpoint(root / "mutualnet.ckpt", "mutualnet", method_kwargs={"width_range": [0.5, 1.0]}),
-    }
+    return write_method_checkpoints(tmp_path_factory.mktemp("ckpts"))
 
 
 def reference_logits(ckpt, x, config, bn_mode):

@@ -13,17 +13,12 @@ from resnet_switch.models.switchable import SwitchableNet
 from resnet_switch.runtime import SwitchableClassifier
 from resnet_switch.switch import SubnetConfig
 
-from .ckpt_factory import MEAN, STD, write_checkpoint
+from .ckpt_factory import MEAN, STD, write_method_checkpoints
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpts")
-    return {
-        "rsnet": write_checkpoint(root / "rsnet.ckpt", "rsnet"),
-        "san": write_checkpoint(root / "san.ckpt", "san"),
-        "mutualnet": write_checkpoint(root / "mutualnet.ckpt", "mutualnet", method_kwargs={"width_range": [0.5, 1.0]}),
-    }
+    return write_method_checkpoints(tmp_path_factory.mktemp("ckpts"))
 
 
 def manual_input(images_uint8: torch.Tensor, r: int, ratio: float = 0.875) -> torch.Tensor:

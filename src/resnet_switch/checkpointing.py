@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,20 +87,27 @@ def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions)
             )
 
 
+@contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder to write; on success it is fsynced and renamed
+    to ``target`` (``os.replace``), on failure removed: a killed writer never leaves a truncated file."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file in the target folder, fsync, then ``os.replace``: a run killed while
-    saving never leaves a truncated checkpoint behind."""
+    """Checkpoints written through :func:`atomic_path` (temporary file, fsync, rename)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)

@@ -22,6 +22,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank() -> int:
+    """This process's rank in the default group (0 outside a process group)."""
+    return dist.get_rank() if world_size() > 1 else 0
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """``tensor`` summed over all processes (in place; returned for chaining)."""
     if world_size() > 1:

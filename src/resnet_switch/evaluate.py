@@ -31,17 +31,10 @@ from .methods import Method
 from .models.switchable import SwitchableNet
 from .reporting import markdown_table, pivot, plot_accuracy_vs_madds, write_csv
 from .results import add_costs
+from .runtime import pick_device
 from .switch import SubnetConfig, check_resolutions
 
 BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no GPU is visible; use device=cpu or device=auto")
-    return torch.device(name)
 
 
 def checkpoint_label(meta: dict[str, Any]) -> str:

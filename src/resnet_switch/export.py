@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ import torchvision
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .checkpointing import atomic_path
 from .cli import check_choice, parse_options, run_tool
 from .errors import ConfigError
 from .models import TORCHVISION_NAMES
@@ -102,19 +101,10 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 # ------------------------------------------------------------------------------------- writers
-def _atomic_target(out: Path):
-    """``(tmp path, commit)``: write to ``tmp`` in ``out``'s folder, then ``commit()`` renames it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    return Path(tmp), lambda: os.replace(tmp, out)
-
-
 def write_artifact(plain: nn.Module, fmt: str, out: Path, example: torch.Tensor) -> None:
-    """Write ``plain`` (eval, CPU) to ``out`` in ``fmt``; ``example`` ``(B, C, R, R)`` is the
-    tracing input (ONNX: its batch dimension is exported as dynamic)."""
-    tmp, commit = _atomic_target(out)
-    try:
+    """Write ``plain`` (eval, CPU) to ``out`` in ``fmt``, atomically; ``example`` ``(B, C, R, R)`` is
+    the tracing input (ONNX: its batch dimension is exported as dynamic)."""
+    with atomic_path(out) as tmp:
         if fmt == "state_dict":
             torch.save(plain.state_dict(), tmp)
         elif fmt == "torchscript":
@@ -124,10 +114,6 @@ def write_artifact(plain: nn.Module, fmt: str, out: Path, example: torch.Tensor)
                 torch.jit.save(traced, str(tmp))
         else:
             _export_onnx(plain, example, tmp)
-        commit()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _export_onnx(plain: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -37,6 +37,7 @@ from torchvision.transforms.v2 import functional as TF
 from . import query_table as qt
 from .checkpointing import load_checkpoint, rebuild_from_checkpoint
 from .data.multires import resize_images
+from .errors import ConfigError
 from .layers.calibration import calibratable_layers, calibrate_bn
 from .models.switchable import SwitchableNet
 from .switch import SubnetConfig
@@ -51,7 +52,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda is not available on this machine; use device='cpu'")
+        raise ConfigError("device: cuda requested but no GPU is visible; use device=cpu or device=auto")
     return device
 
 

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..distributed import rank as rank_of_process
+from ..distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
 from .decode import DecodeCropFlip
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
@@ -282,14 +284,6 @@ class MultiResDataModule(L.LightningDataModule):
             self._datasets[split] = self._build(split)
         return self._datasets[split]
 
-    @staticmethod
-    def _ranks() -> tuple[int, int]:
-        """``(world_size, rank)`` of the running process group, ``(1, 0)`` outside one (a ddp_spawn
-        parent evaluating after fit reads the whole split)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return 1, 0
-
     def _loader(self, dataset: Dataset, sampler, train: bool, cls=DataLoader) -> DataLoader:
         return cls(
             dataset,
@@ -305,7 +299,7 @@ class MultiResDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ResumableLoader:
         """This process's share of every epoch, resumable mid-epoch (:mod:`.sampling`)."""
         dataset = self._dataset("train")
-        world, rank = self._ranks()
+        world, rank = world_size(), rank_of_process()
         sampler = EpochShuffleSampler(len(dataset), self.seed, num_replicas=world, rank=rank)
         loader = self._loader(dataset, sampler, train=True, cls=ResumableLoader)
         if self._resume_state is not None:
@@ -338,7 +332,7 @@ class MultiResDataModule(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        world, rank = self._ranks()
+        world, rank = world_size(), rank_of_process()
         return self._loader(dataset, ShardSampler(len(dataset), world, rank) if world > 1 else None, train=False)
 
     def bad_image_count(self) -> int:

@@ -22,6 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import world_size
+
 
 class _AllReduceSum(torch.autograd.Function):
     """Sum over processes; the gradient of every input is the sum of the outputs' gradients."""
@@ -45,7 +47,7 @@ def all_reduce(tensor: Tensor) -> Tensor:
 
 
 def sync_active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return world_size() > 1
 
 
 def synced_batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
