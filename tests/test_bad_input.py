@@ -30,6 +30,9 @@ TRAIN_CASES = [
     (["data=imagefolder", "data.root=/tmp", "data.on_bad_image=maybe"], "data.on_bad_image"),
     (["callbacks.last_checkpoint.every_n_train_steps=-1"], "callbacks.last_checkpoint.every_n_train_steps"),
     (["callbacks.last_checkpoint.every_n_train_steps=often"], "callbacks.last_checkpoint.every_n_train_steps"),
+    (["memory_format=nhwc"], "memory_format"),
+    (["compile=maybe"], "compile"),
+    (["method=mutualnet", "compile=true"], "compile"),
 ]
 
 

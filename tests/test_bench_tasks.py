@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 import resnet_switch
@@ -22,7 +23,16 @@ from resnet_switch.bench_data import natural_image
 from resnet_switch.cli import run_tool
 from resnet_switch.costs import cost_table
 from resnet_switch.data.datamodule import MultiResDataModule, ToUint8CHW
-from resnet_switch.data.decode import DecodeCropFlip, decode_for_box, draft_scale, open_image_lazy, psnr
+from resnet_switch.data.decode import (
+    DecodeCropFlip,
+    decode_for_box,
+    decode_full,
+    draft_scale,
+    open_image_lazy,
+    psnr,
+    random_resized_box,
+    resize_box_uint8,
+)
 
 SRC = str(Path(resnet_switch.__file__).resolve().parents[1])
 
@@ -65,6 +75,44 @@ def test_draft_decode_matches_full_decode_psnr_35db(big_jpeg, box, target, scale
     assert psnr(fast, full) >= 35.0
 
 
+@pytest.mark.parametrize("box, target", [((0, 0, 440, 440), 224), ((123, 45, 400, 300), 224), ((7, 9, 60, 80), 96)])
+def test_full_decode_path_equals_pil_decode_and_resize(big_jpeg, box, target):
+    # no reduced scale fits these boxes: torchvision's decoder + torch's uint8 kernel instead of PIL
+    assert draft_scale(box[2] - box[0], box[3] - box[1], target) == 1
+    pixels = decode_full(open_image_lazy(big_jpeg))
+    pil = Image.open(big_jpeg).convert("RGB")
+    assert torch.equal(pixels, TF.pil_to_tensor(pil))  # the same libjpeg decode, pixel for pixel
+    fast = resize_box_uint8(pixels, box, target)
+    full = TF.pil_to_tensor(pil.resize((target, target), Image.Resampling.BILINEAR, box=box))
+    assert fast.shape == full.shape == (3, target, target) and fast.dtype == torch.uint8
+    # PIL's filter in torch's kernel: within a grey level inside; on the edge row/column PIL's
+    # filter also reads the pixels just outside the box, torch's stops at the crop
+    assert (fast.int() - full.int())[:, 1:-1, 1:-1].abs().max() <= 1
+    assert psnr(fast, full) >= 40.0
+    grey = decode_full(open_image_lazy(big_jpeg), mode="L")
+    assert grey.shape == (1, 600, 800)
+    assert resize_box_uint8(grey, box, target).shape == (1, target, target)
+
+
+def test_full_decode_leaves_files_it_cannot_read_to_pil(tmp_path, big_jpeg):
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(big_jpeg.read_bytes()[:5000])
+    assert decode_full(open_image_lazy(truncated)) is None  # the PIL path then raises OSError
+
+
+@pytest.mark.parametrize("size, scale, ratio", [((500, 375), (0.08, 1.0), (3 / 4, 4 / 3)),
+                                                ((40, 900), (0.9, 1.0), (3 / 4, 4 / 3)),  # falls back to the centre
+                                                ((300, 200), (0.25, 0.5), (0.5, 2.0))])
+def test_random_resized_box_draws_what_torchvision_draws(size, scale, ratio):
+    crop = v2.RandomResizedCrop(32, scale=scale, ratio=ratio)
+    image = Image.new("RGB", size)
+    for seed in range(200):
+        torch.manual_seed(seed)
+        p = crop.make_params([image])
+        torch.manual_seed(seed)
+        assert random_resized_box(*size, scale, ratio) == (p["left"], p["top"], p["width"], p["height"]), seed
+
+
 def test_fast_path_draws_the_same_crop_and_flip_as_the_tensor_path(big_jpeg):
     transform = DecodeCropFlip(96, (0.08, 1.0), 3, ToUint8CHW(3))
     decoded = TF.pil_to_tensor(Image.open(big_jpeg).convert("RGB"))
@@ -102,10 +150,11 @@ def test_data_task_reports_every_contender(capsys):
                 batch_size=2, texture=5.0)
     bench_data.check_options(opts)
     out = bench_data.data_task(opts, {})
-    for key in ("ours_ms", "ours_worker_ms", "ours_device_ms", "official_ms", "single_ms", "decode_ms"):
+    for key in ("ours_ms", "ours_device_cpu_ms", "official_ms", "single_ms", "decode_ms"):
         assert out[key] > 0, key
-    assert out["ours_ms"] == pytest.approx(out["ours_worker_ms"] + out["ours_device_ms"], abs=2e-3)
+    assert out["ours_cpu_training_ms"] == pytest.approx(out["ours_ms"] + out["ours_device_cpu_ms"], abs=2e-3)
     assert out["ours_vs_single"] == pytest.approx(out["ours_ms"] / out["single_ms"], rel=1e-2)
+    assert out["cpu_training_vs_official"] == pytest.approx(out["ours_cpu_training_ms"] / out["official_ms"], rel=1e-2)
     assert out["samples"] == 3 and 0.0 <= out["draft_share"] <= 1.0
 
 

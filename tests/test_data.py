@@ -22,6 +22,8 @@ from resnet_switch.data import (
     build_dataset,
     dataset_meta,
     resize_images,
+    resize_uint8,
+    uint8_resize_applies,
 )
 from resnet_switch.data import datasets as datasets_mod
 from resnet_switch.data.datamodule import ToUint8CHW
@@ -79,8 +81,28 @@ def test_training_batch_is_one_crop_at_every_resolution():
     assert raw_images.dtype == torch.uint8 and raw_images.shape == (8, 3, 32, 32)
     batch = dm.on_after_batch_transfer((raw_images, raw_targets), 0)
     assert isinstance(batch, MultiResBatch) and batch.base_resolution == dm.max_train_resolution == 32
-    assert torch.equal(resize_images(batch.at(32), 16), batch.at(16))
+    # on the CPU every resolution comes from the uint8 crop (uint8 kernel), then is normalised
+    assert torch.equal(batch.at(32), dm.normalize(raw_images))
+    assert torch.equal(batch.at(16), dm.normalize(resize_uint8(raw_images, 16)))
+    # the same image as resizing the normalised crop, up to uint8 rounding (1 grey level)
+    one_level = 1.0 / (255 * min(dm.std))
+    assert (resize_images(batch.at(32), 16) - batch.at(16)).abs().max() <= 1.01 * one_level
     assert [batch.at(r).shape[-1] for r in dm.train_resolutions] == [32, 28, 24, 20, 16]
+    assert all(batch.at(r).is_contiguous() for r in dm.train_resolutions)
+
+
+def test_uint8_resize_is_the_float_kernel_rounded():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=gen)
+    assert resize_uint8(images, 40) is images
+    for r in (33, 24, 9):
+        ref = resize_images(images.float(), r)
+        out = resize_uint8(images, r)
+        assert out.dtype == torch.uint8 and out.shape == (3, 3, r, r)
+        assert (out.float() - ref).abs().max() <= 1.0  # PIL-style fixed-point kernel: within one level
+    # a float or single-channel source keeps the float path
+    assert not uint8_resize_applies(images.float()) and not uint8_resize_applies(images[:, :1])
+    assert uint8_resize_applies(images)
 
 
 # ---- worker transforms --------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from resnet_switch.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
+from resnet_switch.checkpointing import CheckpointError, check_compatible, load_checkpoint, rebuild_from_checkpoint
 from resnet_switch.train import train
 
 from .helpers import tiny_cfg
@@ -67,6 +67,18 @@ def test_resume_from_another_method_is_refused(trained, tmp_path):
     cfg = tiny_cfg(tmp_path, "method=parallel", f"ckpt_path={run_dir}/checkpoints/last.ckpt")
     with pytest.raises(CheckpointError, match="method=rsnet"):
         train(cfg)
+
+
+@pytest.mark.parametrize("method, model, resolutions, message", [
+    ("san", "resnet20", [16, 12], "trained with method=rsnet but this run has method=san"),
+    ("rsnet", "mobilenetv2", [16, 12], "trained with model=resnet20 but this run has model=mobilenetv2"),
+    ("rsnet", "resnet20", [16, 8], "trained with data.resolutions=[16, 12] but this run has data.resolutions=[16, 8]"),
+])
+def test_resume_into_another_method_backbone_or_resolution_set_names_both(method, model, resolutions, message):
+    meta = {"method": {"name": "rsnet"}, "net": {"name": "resnet20", "resolutions": [16, 12]}}
+    check_compatible(meta, "rsnet", "resnet20", [16, 12])  # the same run: accepted
+    with pytest.raises(CheckpointError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_compatible(meta, method, model, resolutions)
 
 
 def test_truncated_checkpoint_gives_a_clear_error(trained, tmp_path):

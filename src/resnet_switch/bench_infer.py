@@ -47,8 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 1,
     "num_classes": 1000,
     "threads": 1,
-    "steps": 20,  # timed forwards per contender, model and resolution
-    "warmup": 3,  # untimed forwards before
+    "steps": 40,  # timed forwards per contender, model and resolution
+    "warmup": 5,  # untimed forwards before
     "switch_methods": ["rsnet", "mutualnet", "san"],
     "switch_model": "resnet18",
     "switches": 200,  # timed warm switches per method

@@ -6,7 +6,8 @@ exactly one optimizer step per training step either way. Under DDP, gradients ar
 per step: by DDP's reducer in the single backward, or (several backward calls, where a private BN
 set is in only one of the graphs) by one averaging of all gradients before the optimizer step.
 A NaN/inf stops training with one line naming the step and configuration (:mod:`.finite_guard`);
-checkpoints carry the RNG states, restored when training resumes.
+checkpoints carry the RNG states, restored when training resumes. ``memory_format=channels_last``
+and ``compile=True`` are applied to the network here (:mod:`.perf`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from .checkpointing import CHECKPOINT_KEY, checkpoint_meta
 from .data.multires import MultiResBatch
 from .distributed import all_reduce_sum, average_gradients, world_size
+from .errors import ConfigError
 from .evaluation import calibrate_configs
 from .finite_guard import FiniteGuard
 from .layers.sync_bn import convert_sync_bn
 from .methods import Method
 from .models.switchable import SwitchableNet
+from .perf import check_memory_format, compile_switchable, use_channels_last
 from .rng_state import capture_rng_states, restore_rng_states
 from .switch import SubnetConfig
 
@@ -54,11 +57,15 @@ class SwitchModule(L.LightningModule):
         run_meta: extra facts stored in every checkpoint (data set, normalisation).
         sync_bn: under DDP, BN training statistics over all processes, every private set on its
             own (:mod:`.layers.sync_bn`; Lightning's ``sync_batchnorm`` would merge them).
+        memory_format: ``contiguous`` or ``channels_last`` (4-D weights and every input image NHWC).
+        compile_net: compile the network in place, one graph per configuration (:mod:`.perf`);
+            methods drawing random widths (MutualNet, US-Net) are refused.
     """
 
     def __init__(self, method: Method, net: SwitchableNet, optim: dict[str, Any],
                  method_meta: dict[str, Any], run_meta: dict[str, Any] | None = None,
-                 calibration_samples: int = 2048, sync_bn: bool = False):
+                 calibration_samples: int = 2048, sync_bn: bool = False,
+                 memory_format: str = "contiguous", compile_net: bool = False):
         super().__init__()
         self.automatic_optimization = False
         self.method = method
@@ -77,6 +84,23 @@ class SwitchModule(L.LightningModule):
                                    for c in self.eval_configs})
         self.acc5 = nn.ModuleDict({_module_key(c): MulticlassAccuracy(num_classes, top_k=top5, average="micro")
                                    for c in self.eval_configs})
+        self.memory_format = check_memory_format(memory_format)
+        if self.memory_format == "channels_last":
+            use_channels_last(self.net)
+        self.compile_configs: list[SubnetConfig] | None = None  # compiled in configure_model
+        if compile_net:
+            train_configs = method.train_configs()
+            if train_configs is None:
+                name = self.method_meta.get("name", type(method).__name__)
+                raise ConfigError(f"compile: method={name} trains a new random width every step (a new graph "
+                                  "each, then eager); use compile=false")
+            self.compile_configs = list(dict.fromkeys([*train_configs, *self.eval_configs]))
+
+    def configure_model(self) -> None:
+        """``compile_net``: compile the network in this process, once (pickling, as ddp_spawn does,
+        drops a module's compiled call, so each process compiles its own)."""
+        if self.compile_configs is not None and getattr(self.net, "_compiled_call_impl", None) is None:
+            compile_switchable(self.net, self.compile_configs)
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: MultiResBatch, batch_idx: int) -> None:

@@ -27,6 +27,7 @@ from .errors import ConfigError, user_errors
 from .lit_module import SwitchModule, metric_suffix
 from .methods import build_method
 from .models import load_plain_weights
+from .perf import check_flag, check_memory_format
 from .results import final_results, publish_results
 from .sweeps import cluster_plugins, quiet_schema_warning
 from .switch import check_resolutions
@@ -123,9 +124,16 @@ def check_integers(cfg: DictConfig) -> None:
             raise ConfigError(f"{field}: expected an integer >= {lowest}, got {value!r}")
 
 
+def check_speed_options(cfg: DictConfig) -> None:
+    """One-line errors for ``memory_format`` and ``compile`` (before any work starts)."""
+    check_memory_format(cfg.get("memory_format", "contiguous"))
+    check_flag(cfg.get("compile", False), "compile")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model per configuration; returns ``{metric: value}``."""
     check_integers(cfg)
+    check_speed_options(cfg)
     keep_freed_memory()
     resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
     run_dir = Path(cfg.run_dir)
@@ -153,6 +161,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   "model": OmegaConf.to_container(cfg.model, resolve=True)},
         calibration_samples=cfg.calibration_samples,
         sync_bn=bool(cfg.trainer.get("sync_batchnorm", False)),
+        memory_format=cfg.get("memory_format", "contiguous"), compile_net=cfg.get("compile", False),
     )
     loggers = instantiate_group(cfg.get("logger"), "logger")
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")

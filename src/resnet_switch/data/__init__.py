@@ -9,7 +9,7 @@ from .datasets import (
     build_dataset,
     dataset_meta,
 )
-from .multires import MultiResBatch, resize_images
+from .multires import MultiResBatch, resize_images, resize_uint8, uint8_resize_applies
 from .synthetic import SyntheticScaleDataset
 
 __all__ = [
@@ -23,4 +23,6 @@ __all__ = [
     "build_dataset",
     "dataset_meta",
     "resize_images",
+    "resize_uint8",
+    "uint8_resize_applies",
 ]

@@ -4,7 +4,8 @@ Worker (train, ``crop="single"``): RandomResizedCrop(max train res) + one horizo
 imagefolder JPEGs are decoded at the reduced scale the sampled crop allows (:mod:`.decode`).
 Worker (val/test): Resize(round(R / val_crop_ratio)) + CenterCrop(R), R = max test res -> uint8 (C, R, R).
 Device (``on_after_batch_transfer``): float, /255, normalise -> ``MultiResBatch``; ``batch.at(r)`` resizes
-that same crop (bilinear, antialias). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
+that same crop (bilinear, antialias; on the CPU from the uint8 crop, the cheap kernel, see
+``MultiResBatch``). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
 Options: ``crop="multi"`` (ablation: an independent crop+flip per train resolution, made in the worker);
 ``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val).
 Worker items for those options are tuples of uint8 images, one per resolution, high to low.
@@ -115,7 +116,9 @@ class TransformedDataset(Dataset):
         if self.seed is None:
             return self.transform(image), label
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, seed_index))
+            # the CPU generator only: torch.manual_seed would also queue a (lazy) CUDA seeding per
+            # item, which records a Python stack trace each time (~1 ms per item on a CUDA build)
+            torch.default_generator.manual_seed(sample_seed(self.seed, epoch, seed_index))
             return self.transform(image), label
 
 
@@ -351,9 +354,10 @@ class MultiResDataModule(L.LightningDataModule):
         return out
 
     def normalize(self, images: Tensor) -> Tensor:
-        """uint8 (B, C, H, W) -> float (B, C, H, W), ``(x / 255 - mean) / std``, on the images' device."""
+        """uint8 (B, C, H, W) (any memory layout) -> contiguous float (B, C, H, W), ``(x / 255 - mean) / std``,
+        on the images' device (in place on the new float tensor: one pass each, no temporaries)."""
         scale, shift = self._scale_shift(images.device)
-        return torch.addcmul(shift, images.float(), scale)
+        return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
         """``(uint8 images | tuple of them, targets)`` on the device -> ``MultiResBatch``."""
@@ -361,6 +365,6 @@ class MultiResDataModule(L.LightningDataModule):
             return batch
         images, targets = batch
         if isinstance(images, Tensor):
-            return MultiResBatch(self.normalize(images), targets)
+            return MultiResBatch(self.normalize(images), targets, source=images, normalize=self.normalize)
         per_resolution = {int(x.shape[-1]): self.normalize(x) for x in images}
         return MultiResBatch(per_resolution[max(per_resolution)], targets, per_resolution)

@@ -10,15 +10,25 @@ crops + resizes in one PIL call (bilinear with antialias, sub-pixel box). A crop
 decoded at fewer pixels than the output needs, and (up to the 1/8 limit) at fewer than twice them
 along its shorter side.
 
+When no reduced scale fits (``s = 1``, e.g. a 224 crop of a 500x375 ImageNet photo), the file is
+decoded by torchvision's libjpeg-turbo decoder straight into a uint8 tensor (about a third cheaper
+than PIL's decode plus ``Image`` conversion) and the box is resized with torch's uint8 antialiased
+bilinear kernel (the PIL filter; values within 1 of PIL's). Files that decoder rejects (truncated,
+unusual JPEGs) take the PIL path, which decodes them or raises the error the bad-image policy
+handles.
+
 Only lazily opened JPEGs (:func:`open_image_lazy`, what the ``imagefolder`` training split returns)
 take this path; tensors and already decoded images (synthetic, CIFAR, ...) keep the torchvision path.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 from torch import Tensor
@@ -26,6 +36,14 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .imagefolder import convert_mode
+
+try:  # deprecated in torchvision 0.29 in favour of TorchCodec; without it PIL decodes every file
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+except ImportError:  # pragma: no cover - a future torchvision
+    decode_jpeg = None
+# torchvision warns on every decode call about that deprecation; the fallback above covers it
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 DRAFT_SCALES = (8, 4, 2, 1)  # libjpeg's DCT scalings that PIL's draft offers
 
@@ -42,6 +60,31 @@ def draft_scale(box_width: int, box_height: int, target: int) -> int:
         if box_width >= s * target and box_height >= s * target:
             return s
     return 1
+
+
+def decode_full(image: JpegImageFile, mode: str = "RGB") -> Tensor | None:
+    """The whole JPEG behind ``image`` (opened from a path, not yet loaded) as uint8 ``(C, H, W)``
+    (a view of HWC memory) via torchvision's decoder; ``None`` when it cannot (no file name, or a
+    file the decoder rejects: the caller then takes the PIL path)."""
+    if decode_jpeg is None or not getattr(image, "filename", None):
+        return None
+    try:
+        pixels = decode_jpeg(read_file(image.filename), mode=ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY)
+    except RuntimeError:
+        return None
+    image.close()
+    return pixels
+
+
+def resize_box_uint8(pixels: Tensor, box: tuple[int, int, int, int], size: int) -> Tensor:
+    """``pixels[:, top:bottom, left:right]`` resized to uint8 ``(C, size, size)``: bilinear with
+    antialias in torch's uint8 kernel (channels-last, the layout it is fast in)."""
+    left, top, right, bottom = box
+    crop = pixels[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
+    if crop.shape[1] not in (3, 4):  # the uint8 kernel wants 3/4 channels; grey goes through float
+        out = F.interpolate(crop.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return out.round_().clamp_(0, 255).to(torch.uint8)[0]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def decode_for_box(image: JpegImageFile, box: tuple[int, int, int, int], target: int,
@@ -63,6 +106,33 @@ def decode_for_box(image: JpegImageFile, box: tuple[int, int, int, int], target:
     return convert_mode(image, mode), (left / scale, top / scale, right / scale, bottom / scale)
 
 
+def random_resized_box(width: int, height: int, scale: Sequence[float], ratio: Sequence[float]) -> tuple[int, int, int, int]:
+    """``(left, top, box_width, box_height)`` of an Inception-style random crop of a ``width x height``
+    image: area share ~ U(scale), log aspect ratio ~ U(log ratio), up to 10 tries, else the central
+    crop clamped to ``ratio``. Draws exactly what ``v2.RandomResizedCrop.make_params`` draws from
+    torch's global generator (so a seed gives the same box on either path), without its per-call
+    input inspection (a few hundred microseconds per sample)."""
+    area = height * width
+    lo, hi = torch.log(torch.tensor([float(ratio[0]), float(ratio[1])])).tolist()  # float32, as torchvision
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1]).item()
+        aspect = torch.exp(torch.empty(1).uniform_(lo, hi)).item()
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,)).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+            return left, top, w, h
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
 class DecodeCropFlip:
     """``image -> uint8 (C, R, R)``: one random-resized crop at ``size`` and one horizontal flip.
 
@@ -79,6 +149,7 @@ class DecodeCropFlip:
                  to_uint8: Callable[[object], Tensor], ratio: Sequence[float] = (3 / 4, 4 / 3)):
         self.size = int(size)
         self.mode = "RGB" if channels == 3 else "L"
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.crop = v2.RandomResizedCrop(self.size, scale=tuple(scale), ratio=tuple(ratio), antialias=True)
         self.flip = v2.RandomHorizontalFlip()
         self.fallback = v2.Compose([to_uint8, self.crop, self.flip])
@@ -86,12 +157,17 @@ class DecodeCropFlip:
     def __call__(self, image) -> Tensor:
         if not isinstance(image, JpegImageFile):
             return self.fallback(image)
-        return self.flip(self.fast_crop(image))
+        out = self.fast_crop(image)
+        return out.flip(-1) if torch.rand(1) < 0.5 else out  # v2.RandomHorizontalFlip's draw
 
     def fast_crop(self, image: JpegImageFile) -> Tensor:
         """The crop (no flip) through draft decoding: uint8 ``(C, R, R)``."""
-        p = self.crop.make_params([image])  # reads image.size only: nothing decoded yet
-        box = (p["left"], p["top"], p["left"] + p["width"], p["top"] + p["height"])
+        left, top, w, h = random_resized_box(*image.size, self.scale, self.ratio)  # nothing decoded yet
+        box = (left, top, left + w, top + h)
+        if draft_scale(w, h, self.size) == 1:
+            pixels = decode_full(image, self.mode)
+            if pixels is not None:
+                return resize_box_uint8(pixels, box, self.size)
         decoded, scaled_box = decode_for_box(image, box, self.size, self.mode)
         out = decoded.resize((self.size, self.size), Image.Resampling.BILINEAR, box=scaled_box)
         return TF.pil_to_tensor(out)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -16,17 +19,37 @@ def resize_images(images: Tensor, resolution: int) -> Tensor:
     return F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
 
 
+def resize_uint8(images: Tensor, resolution: int) -> Tensor:
+    """Resize uint8 ``(B, C, H, W)`` images to ``(B, C, r, r)`` with torch's uint8 antialiased bilinear
+    kernel (CPU, channels-last; ~8x cheaper than the float kernel). Returns ``images`` when already r x r."""
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    x = images.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
+
+
+def uint8_resize_applies(images: Tensor) -> bool:
+    """The uint8 kernel runs on the CPU for 3 or 4 channels (elsewhere: resize the float images)."""
+    return images.dtype == torch.uint8 and images.device.type == "cpu" and images.shape[1] in (3, 4)
+
+
 class MultiResBatch:
     """A batch of ONE crop per sample at ``base_resolution``, on its device, float and normalised.
 
     ``at(r)`` gives ``(B, C, r, r)``: ``per_resolution[r]`` when given (independent crops per resolution,
     or worker-side resizing), else ``resize_images(images, r)``, computed on first request and cached.
-    ``targets``: ``(B,)`` int64 class indices.
+    With ``source`` (the uint8 crop ``images`` was normalised from) and ``normalize`` (uint8 -> float)
+    on the CPU, ``at(r)`` is ``normalize(resize_uint8(source, r))`` instead: the same bilinear
+    antialiased resize before rather than after the (affine) normalisation, rounded to uint8 like
+    any worker-side pipeline, at a fraction of the CPU cost. ``targets``: ``(B,)`` int64 class indices.
     """
 
-    def __init__(self, images: Tensor, targets: Tensor, per_resolution: dict[int, Tensor] | None = None) -> None:
+    def __init__(self, images: Tensor, targets: Tensor, per_resolution: dict[int, Tensor] | None = None,
+                 source: Tensor | None = None, normalize: Callable[[Tensor], Tensor] | None = None) -> None:
         if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
             raise ValueError(f"MultiResBatch: images must be (B, C, r, r), got {tuple(images.shape)}")
+        use_source = source is not None and normalize is not None and uint8_resize_applies(source)
+        self._source, self._normalize = (source, normalize) if use_source else (None, None)
         self.images = images
         self.targets = targets
         self.base_resolution = int(images.shape[-1])
@@ -38,7 +61,13 @@ class MultiResBatch:
         resolution = int(resolution)
         out = self._cache.get(resolution)
         if out is None:
-            out = self._cache[resolution] = resize_images(self.images, resolution)
+            if self._source is not None:
+                # one channels-last copy of the uint8 crop serves every resolution
+                self._source = self._source.contiguous(memory_format=torch.channels_last)
+                out = self._normalize(resize_uint8(self._source, resolution))
+            else:
+                out = resize_images(self.images, resolution)
+            self._cache[resolution] = out
         return out
 
     @property

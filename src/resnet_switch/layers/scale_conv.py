@@ -151,7 +151,9 @@ class ScaleConv2d(nn.Module):
     (:func:`~.generated_conv.linear_generated_conv2d`); ``mlpH`` uses plain autograd. In eval
     mode under no-grad it is cached per encoding resolution, keyed on the ``_version`` (in-place
     updates such as ``optimizer.step`` or ``load_state_dict``) and storage of the meta
-    parameters, so changed weights regenerate it without any host sync.
+    parameters, so changed weights regenerate it without any host sync. Under ``torch.compile``
+    (``compile=true``) both eager-mode measures (that node, the cache) are skipped: the kernel is
+    generated inside the graph with plain autograd and the compiler plans its memory.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, state: SwitchState,
@@ -197,7 +199,7 @@ class ScaleConv2d(nn.Module):
     def kernel(self) -> Tensor:
         """The kernel ``(Cout, Cin/groups, k, k)`` of the active configuration."""
         r = encoding_resolution(self.state)
-        if self.training or torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return self.meta(scale_encoding(r, self.scale))
         key = self._meta_key()
         hit = self._kernel_cache.get(r)
@@ -208,7 +210,8 @@ class ScaleConv2d(nn.Module):
         return kernel
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.meta, LinearMeta) and (self.training or torch.is_grad_enabled()):
+        if (isinstance(self.meta, LinearMeta) and (self.training or torch.is_grad_enabled())
+                and not torch.compiler.is_compiling()):
             return linear_generated_conv2d(x, self.meta.weight, self.meta.bias, self.encoding(), self.bias,
                                            self.stride, self.padding, self.dilation, self.groups)
         return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation, self.groups)

@@ -56,6 +56,11 @@ class Method(nn.Module):
         """Configurations validated during training (``val/acc1@R`` per entry)."""
         return [SubnetConfig(r) for r in self.resolutions]
 
+    def train_configs(self) -> list[SubnetConfig] | None:
+        """Configurations a training step runs; ``None`` when drawn at random from a range
+        (``compile=true`` needs a finite set: one graph per configuration)."""
+        return [SubnetConfig(r) for r in self.resolutions]
+
     def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
         """Train one step: call ``backward(loss)`` one or more times, return detached scalars to log
         (``loss`` is the total, plus per-part entries)."""

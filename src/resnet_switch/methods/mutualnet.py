@@ -102,6 +102,10 @@ class MutualNet(Method):
             out["loss_random"] = torch.stack(student_losses[1:]).mean()
         return out
 
+    def train_configs(self) -> None:
+        """Random widths in ``width_range``: no finite set."""
+        return None
+
     def eval_configs(self) -> list[SubnetConfig]:
         """Widths ``{lo, mid, hi}`` x every resolution (BN should be recalibrated for each)."""
         lo, hi = self.width_range
@@ -162,6 +166,9 @@ class SNet(Method):
             out[f"ce@w{SubnetConfig(r, w).width:g}"] = ce.detach()
         out["loss"] = sum(out.values())
         return out
+
+    def train_configs(self) -> list[SubnetConfig]:
+        return [SubnetConfig(self.resolutions[0], w) for w in self.widths]
 
     def eval_configs(self) -> list[SubnetConfig]:
         return [SubnetConfig(r, w) for w in self.widths for r in self.resolutions]
