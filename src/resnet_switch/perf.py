@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .cli import check_choice
 from .errors import ConfigError
 from .switch import SubnetConfig
 
@@ -32,10 +33,8 @@ GRAPHS_PER_CONFIG = 6
 GRAPH_MARGIN = 8
 
 
-def check_memory_format(value: object, field: str = "memory_format") -> str:
-    if value not in MEMORY_FORMATS:
-        raise ConfigError(f"{field}: unknown {value!r}; choose contiguous or channels_last")
-    return str(value)
+def check_memory_format(value: object) -> str:
+    return check_choice("memory_format", value, MEMORY_FORMATS)
 
 
 def check_flag(value: object, field: str) -> bool:

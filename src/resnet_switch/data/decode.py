@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 from torch import Tensor
@@ -36,6 +35,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from .imagefolder import convert_mode
+from .multires import resize_uint8
 
 try:  # deprecated in torchvision 0.29 in favour of TorchCodec; without it PIL decodes every file
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
@@ -77,14 +77,9 @@ def decode_full(image: JpegImageFile, mode: str = "RGB") -> Tensor | None:
 
 
 def resize_box_uint8(pixels: Tensor, box: tuple[int, int, int, int], size: int) -> Tensor:
-    """``pixels[:, top:bottom, left:right]`` resized to uint8 ``(C, size, size)``: bilinear with
-    antialias in torch's uint8 kernel (channels-last, the layout it is fast in)."""
+    """``pixels[:, top:bottom, left:right]`` resized to uint8 ``(C, size, size)`` (:func:`.multires.resize_uint8`)."""
     left, top, right, bottom = box
-    crop = pixels[None, :, top:bottom, left:right].contiguous(memory_format=torch.channels_last)
-    if crop.shape[1] not in (3, 4):  # the uint8 kernel wants 3/4 channels; grey goes through float
-        out = F.interpolate(crop.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return out.round_().clamp_(0, 255).to(torch.uint8)[0]
-    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return resize_uint8(pixels[None, :, top:bottom, left:right], size)[0]
 
 
 def decode_for_box(image: JpegImageFile, box: tuple[int, int, int, int], target: int,
