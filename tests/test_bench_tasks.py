@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,11 @@ from resnet_switch.costs import cost_table
 from resnet_switch.data.datamodule import MultiResDataModule, ToUint8CHW
 from resnet_switch.data.decode import (
     DecodeCropFlip,
+    EncodedJpeg,
     decode_for_box,
-    decode_full,
+    decode_tensor,
     draft_scale,
+    jpeg_header,
     open_image_lazy,
     psnr,
     random_resized_box,
@@ -65,7 +68,7 @@ def test_draft_scale_is_the_largest_that_keeps_enough_pixels():
     ((10, 10, 300, 250), 96, 2),
 ])
 def test_draft_decode_matches_full_decode_psnr_35db(big_jpeg, box, target, scale):
-    decoded, scaled_box = decode_for_box(open_image_lazy(big_jpeg), box, target)
+    decoded, scaled_box = decode_for_box(open_image_lazy(big_jpeg).pil(), box, target)
     assert decoded.size == (800 // scale, 600 // scale)  # really decoded at reduced scale
     assert scaled_box[2] - scaled_box[0] >= target and scaled_box[3] - scaled_box[1] >= target
     fast = TF.pil_to_tensor(decoded.resize((target, target), Image.Resampling.BILINEAR, box=scaled_box))
@@ -79,7 +82,8 @@ def test_draft_decode_matches_full_decode_psnr_35db(big_jpeg, box, target, scale
 def test_full_decode_path_equals_pil_decode_and_resize(big_jpeg, box, target):
     # no reduced scale fits these boxes: torchvision's decoder + torch's uint8 kernel instead of PIL
     assert draft_scale(box[2] - box[0], box[3] - box[1], target) == 1
-    pixels = decode_full(open_image_lazy(big_jpeg))
+    jpeg = open_image_lazy(big_jpeg)
+    pixels = decode_tensor(jpeg.data)
     pil = Image.open(big_jpeg).convert("RGB")
     assert torch.equal(pixels, TF.pil_to_tensor(pil))  # the same libjpeg decode, pixel for pixel
     fast = resize_box_uint8(pixels, box, target)
@@ -89,7 +93,7 @@ def test_full_decode_path_equals_pil_decode_and_resize(big_jpeg, box, target):
     # filter also reads the pixels just outside the box, torch's stops at the crop
     assert (fast.int() - full.int())[:, 1:-1, 1:-1].abs().max() <= 1
     assert psnr(fast, full) >= 40.0
-    grey = decode_full(open_image_lazy(big_jpeg), mode="L")
+    grey = decode_tensor(jpeg.data, mode="L")
     assert grey.shape == (1, 600, 800)
     assert resize_box_uint8(grey, box, target).shape == (1, target, target)
 
@@ -97,7 +101,53 @@ def test_full_decode_path_equals_pil_decode_and_resize(big_jpeg, box, target):
 def test_full_decode_leaves_files_it_cannot_read_to_pil(tmp_path, big_jpeg):
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(big_jpeg.read_bytes()[:5000])
-    assert decode_full(open_image_lazy(truncated)) is None  # the PIL path then raises OSError
+    jpeg = open_image_lazy(truncated)
+    assert isinstance(jpeg, EncodedJpeg) and jpeg.size == (800, 600)  # the header is intact
+    assert decode_tensor(jpeg.data) is None  # torchvision rejects it ...
+    with pytest.raises(OSError):  # ... and the PIL path raises what the bad-image policy handles
+        DecodeCropFlip(96, (0.08, 1.0), 3, ToUint8CHW(3))(jpeg)
+    with pytest.raises(OSError):
+        ToUint8CHW(3)(jpeg)
+
+
+def test_jpeg_header_reads_the_size_pil_reads(tmp_path):
+    image = natural_image(1, 123, 77, texture=5.0)
+    cases = {
+        "baseline": dict(quality=90),
+        "progressive": dict(quality=80, progressive=True),
+        "with_exif_and_icc": dict(quality=90, exif=b"Exif\x00\x00" + bytes(300), icc_profile=bytes(3000)),
+        "subsampling_444": dict(quality=95, subsampling=0),
+    }
+    for name, kwargs in cases.items():
+        path = tmp_path / f"{name}.jpg"
+        image.save(path, **kwargs)
+        assert jpeg_header(path.read_bytes()) == (123, 77, 3), name
+    image.convert("L").save(tmp_path / "grey.jpg")
+    assert jpeg_header((tmp_path / "grey.jpg").read_bytes()) == (123, 77, 1)
+    image.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert jpeg_header((tmp_path / "cmyk.jpg").read_bytes()) == (123, 77, 4)
+    image.save(tmp_path / "x.png")
+    assert jpeg_header((tmp_path / "x.png").read_bytes()) is None
+    data = (tmp_path / "baseline.jpg").read_bytes()
+    assert jpeg_header(data[:20]) is None  # cut before the frame header
+    assert jpeg_header(b"") is None and jpeg_header(b"\xff\xd8\x00\x00") is None
+
+
+def test_lazy_open_reads_jpegs_and_leaves_other_files_to_pil(tmp_path):
+    image = natural_image(2, 90, 70, texture=5.0)
+    transform = DecodeCropFlip(32, (0.08, 1.0), 3, ToUint8CHW(3))
+    for name, mode in (("rgb.jpg", "RGB"), ("grey.jpg", "L"), ("cmyk.jpg", "CMYK"), ("x.png", "RGB")):
+        path = tmp_path / name
+        image.convert(mode).save(path)
+        opened = open_image_lazy(path)
+        assert isinstance(opened, EncodedJpeg) == (mode in ("RGB", "L") and name.endswith(".jpg")), name
+        reference = TF.pil_to_tensor(Image.open(path).convert("RGB"))
+        assert torch.equal(ToUint8CHW(3)(opened), reference), name  # the same decode, pixel for pixel
+        torch.manual_seed(0)
+        crop = transform(opened)
+        torch.manual_seed(0)
+        slow = transform(reference)  # the tensor path: torchvision RandomResizedCrop + flip
+        assert crop.shape == (3, 32, 32) and psnr(crop, slow) >= 30.0, name
 
 
 @pytest.mark.parametrize("size, scale, ratio", [((500, 375), (0.08, 1.0), (3 / 4, 4 / 3)),
@@ -132,8 +182,8 @@ def test_imagefolder_training_items_take_the_fast_path(tmp_path, monkeypatch):
             (tmp_path / split / cls).mkdir(parents=True)
             natural_image(len(cls), 120, 90, texture=5.0).save(tmp_path / split / cls / "0.jpg", quality=90)
     calls = []
-    original = DecodeCropFlip.fast_crop
-    monkeypatch.setattr(DecodeCropFlip, "fast_crop", lambda self, im: calls.append(im.size) or original(self, im))
+    original = DecodeCropFlip.crop_encoded
+    monkeypatch.setattr(DecodeCropFlip, "crop_encoded", lambda self, im: calls.append(im.size) or original(self, im))
     dm = MultiResDataModule(name="imagefolder", root=str(tmp_path), train_resolutions=(32, 16), batch_size=2,
                             num_workers=0, pin_memory=False)
     dm.setup("fit")
@@ -179,6 +229,31 @@ def test_infer_task_materialised_equals_torchvision_and_switches():
     assert set(out["switch"]) == {"rsnet", "mutualnet", "san"}
     for figures in out["switch"].values():
         assert figures["switch_ms"] > 0 and figures["configs"] >= 2
+
+
+def test_time_pair_reports_medians_and_the_median_paired_ratio(monkeypatch):
+    # a fake clock the two "models" advance: b's cost drifts 1, 4, 1, 4, ... while a costs twice b
+    now = [0.0]
+    costs_b = iter([1.0, 1.0, 4.0, 4.0, 1.0, 1.0, 4.0, 4.0, 1.0, 1.0])  # per call, in call order
+    last_b = [0.0]
+
+    def b(x):
+        last_b[0] = next(costs_b)
+        now[0] += last_b[0]
+
+    def a(x):
+        now[0] += 2.0 * last_b[0]  # a runs next to b and pays the same drift
+
+    monkeypatch.setattr(bench_infer, "latency_clock", lambda device: lambda: now[0] / 1e3)
+    order = []
+    ours, theirs, ratio = bench_infer.time_pair(lambda x: order.append("a") or a(x),
+                                                lambda x: order.append("b") or b(x),
+                                                torch.zeros(1), steps=4, warmup=1)
+    assert order[:2] == ["a", "b"]  # warmup
+    assert order[2:] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # order alternates per step
+    assert ratio == pytest.approx(2.0)  # paired per step, so the drift cancels exactly
+    assert ours == pytest.approx(statistics.median([2.0, 8.0, 8.0, 2.0]))
+    assert theirs == pytest.approx(statistics.median([1.0, 4.0, 4.0, 1.0]))
 
 
 def test_data_cli_prints_json_last(tmp_path):

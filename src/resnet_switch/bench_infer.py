@@ -4,7 +4,9 @@ Part 1, per model of ``models`` and resolution of ``resolutions``: the materiali
 a switchable network (RS-Net layers, ``SwitchableNet.materialize``) against ``torchvision.models.<name>``
 holding the SAME weights (loaded strictly from the materialised state dict, outputs compared), on
 ``(batch_size, 3, r, r)`` inputs, under ``torch.inference_mode``. The two run interleaved (order
-alternating per step), ``warmup`` untimed then ``steps`` timed forwards each; figures are medians.
+alternating per step), ``warmup`` untimed then ``steps`` timed forwards each; figures are medians, and
+``ratio`` is the median of the per-step ratios. Clock: with ``threads=1`` on the CPU, this thread's CPU
+time (every kernel runs on it; other processes do not count), else wall time.
 
 Part 2, per method of ``switch_methods`` on ``switch_model``: a checkpoint is written and loaded with
 :class:`~resnet_switch.runtime.SwitchableClassifier`, then ``switch`` is timed between the method's
@@ -12,7 +14,7 @@ evaluation configurations (MutualNet: widths {lo, mid, hi} x resolutions, BN sta
 checkpoint; SAN: kernels generated on the first visit, cached after).
 
 JSON keys (besides the header): ``latency``: ``{model: [{resolution, ours_ms, torchvision_ms,
-ratio (ours / torchvision), madds, madds_ratio, latency_ratio (both vs. the largest resolution),
+ratio (median of per-step ours / torchvision), madds, madds_ratio, latency_ratio (both vs. the largest resolution),
 max_abs_diff}]}``; ``max_ratio`` (worst ours / torchvision over all rows); ``switch``: ``{method:
 {configs, cold_ms (median first visit), switch_ms (median warm switch), switch_p99_ms, switch_max_ms,
 forward_after_switch_ms, forward_steady_ms (median forward at the smallest configuration right
@@ -75,9 +77,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def latency_clock(device: torch.device):
+    """CPU time of this thread on the CPU with one intra-op thread (every kernel runs on it, and
+    other processes or preemption then do not count); wall time otherwise (CUDA is synchronised)."""
+    return time.thread_time if device.type == "cpu" and torch.get_num_threads() == 1 else time.perf_counter
+
+
 @torch.inference_mode()
-def time_pair(a, b, x: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
-    """Median ms of ``a(x)`` and ``b(x)``, timed interleaved (order alternating per step)."""
+def time_pair(a, b, x: torch.Tensor, steps: int, warmup: int) -> tuple[float, float, float]:
+    """``(median ms of a(x), median ms of b(x), median of the per-step ratios a/b)``, timed
+    interleaved (order alternating per step): the paired ratio cancels drift between steps."""
+    clock = latency_clock(x.device)
     for _ in range(warmup):
         a(x)
         b(x)
@@ -86,11 +96,12 @@ def time_pair(a, b, x: torch.Tensor, steps: int, warmup: int) -> tuple[float, fl
         order = ((0, a), (1, b)) if step % 2 == 0 else ((1, b), (0, a))
         for k, model in order:
             _sync(x.device)
-            t0 = time.perf_counter()
+            t0 = clock()
             model(x)
             _sync(x.device)
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
+            times[k].append((clock() - t0) * 1e3)
+    ratios = [ta / tb for ta, tb in zip(*times, strict=True)]
+    return statistics.median(times[0]), statistics.median(times[1]), statistics.median(ratios)
 
 
 def latency_rows(name: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,9 +120,9 @@ def latency_rows(name: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
         x = torch.randn(opts["batch_size"], 3, r, r, device=device)
         with torch.inference_mode():
             diff = float((plain(x) - reference(x)).abs().max())
-        ours, theirs = time_pair(plain, reference, x, opts["steps"], opts["warmup"])
+        ours, theirs, ratio = time_pair(plain, reference, x, opts["steps"], opts["warmup"])
         rows.append({"resolution": r, "ours_ms": round(ours, 3), "torchvision_ms": round(theirs, 3),
-                     "ratio": round(ours / theirs, 4), "madds": madds, "max_abs_diff": diff})
+                     "ratio": round(ratio, 4), "madds": madds, "max_abs_diff": diff})
     top_madds, top_ms = rows[0]["madds"], rows[0]["ours_ms"]
     for row in rows:
         row["madds_ratio"] = round(row["madds"] / top_madds, 4)

@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 from ..distributed import rank as rank_of_process
 from ..distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
-from .decode import DecodeCropFlip
+from .decode import DecodeCropFlip, EncodedJpeg
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
 from .multires import MultiResBatch
 from .sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
@@ -38,7 +38,8 @@ SYNTHETIC_VAL_SAMPLES = 2_000
 
 
 class ToUint8CHW:
-    """PIL image or uint8 ``(C, H, W)`` / ``(H, W)`` tensor -> uint8 ``(channels, H, W)`` tensor.
+    """PIL image, :class:`~.decode.EncodedJpeg` or uint8 ``(C, H, W)`` / ``(H, W)`` tensor -> uint8
+    ``(channels, H, W)`` tensor.
 
     Grey -> RGB repeats the channel; RGB -> grey uses ITU-R 601 luma; alpha is dropped; PIL images
     of any mode go through :func:`~.imagefolder.convert_mode` (CMYK, palette, 16-bit grey, ...).
@@ -49,8 +50,10 @@ class ToUint8CHW:
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.channels = channels
 
-    def __call__(self, image: Image.Image | Tensor) -> Tensor:
-        if isinstance(image, Image.Image):
+    def __call__(self, image: Image.Image | Tensor | EncodedJpeg) -> Tensor:
+        if isinstance(image, EncodedJpeg):
+            image = image.decode("RGB" if self.channels == 3 else "L")
+        elif isinstance(image, Image.Image):
             image = TF.pil_to_tensor(convert_mode(image, "RGB" if self.channels == 3 else "L"))
         image = torch.as_tensor(image)
         if image.dim() == 2:

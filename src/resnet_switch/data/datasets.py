@@ -87,8 +87,8 @@ def build_dataset(name: str, split: str, root: str | None = None, download: bool
     """The ``split`` ("train" | "val" | "test") of data set ``name`` with its metadata.
 
     kwargs: synthetic -> ``SyntheticScaleDataset`` args (num_samples, seed, native_size, num_classes);
-    imagefolder -> optional ``mean``/``std`` and ``lazy_decode`` (items are lazily opened files,
-    decoded by the transform: :mod:`.decode`). Raises ``DataNotFoundError`` when the files are absent.
+    imagefolder -> optional ``mean``/``std`` and ``lazy_decode`` (items are files read, not decoded:
+    the transform decodes them, :mod:`.decode`). Raises ``DataNotFoundError`` when the files are absent.
     """
     _check_name(name)
     if split not in SPLITS:
@@ -165,7 +165,8 @@ def _imagefolder_dir(root: str | None, split: str) -> Path:
 def _imagefolder(root: str | None, split: str, lazy_decode: bool = False) -> Dataset:
     """The split's image files, labelled with the train split's classes (:mod:`.imagefolder`: unknown
     or empty class folders fail at setup); items are decoded RGB images, or with ``lazy_decode``
-    opened, not decoded (JPEGs then decode at the scale their crop needs)."""
+    read but not decoded (:func:`.decode.open_image_lazy`: JPEGs then decode at the scale their crop
+    needs)."""
     from .decode import open_image_lazy
 
     classes = class_folders(_imagefolder_dir(root, "train"))

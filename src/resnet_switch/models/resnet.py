@@ -25,10 +25,9 @@ class BasicBlock(nn.Module):
         self.downsample = _shortcut(layers, in_ch, ch, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return self.relu(add_shortcut(out, x, self.downsample))
 
 
 class Bottleneck(nn.Module):
@@ -47,11 +46,16 @@ class Bottleneck(nn.Module):
         self.downsample = _shortcut(layers, in_ch, out_ch, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return self.relu(add_shortcut(out, x, self.downsample))
+
+
+def add_shortcut(out: Tensor, x: Tensor, downsample: nn.Module | None) -> Tensor:
+    """``out += shortcut(x)`` in place, the shortcut computed after the residual branch (as
+    torchvision does: no extra block-sized tensor, and the branch's memory is reused)."""
+    return out.add_(x if downsample is None else downsample(x))
 
 
 def _shortcut(layers: PlainLayers, in_ch: int, out_ch: int, stride: int) -> nn.Module | None:
