@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "quality": 90,  # JPEG quality
     "texture": 30.0,  # strength of the fine texture (30: ~110 KB per 500x375 file, like ImageNet)
     "rounds": 3,  # timed passes over the images
-    "warmup": 4,  # untimed images first
+    "warmup": 4,  # untimed items before each contender's block
     "batch_size": 8,  # samples per device-side batch (ours)
     "threads": 1,
 }
