@@ -5,8 +5,8 @@
 Three contenders turn one file into training input at every resolution of ``resolutions``:
 
 - ``ours``: the real data path. Worker: ``MultiResDataModule(name="imagefolder")``'s training item
-  (lazy open, ONE random-resized crop at the largest resolution with draft or torchvision decoding,
-  one flip, uint8). The other resolutions are made on the device (``on_after_batch_transfer`` and
+  (file read, size from the JPEG header, ONE random-resized crop at the largest resolution with
+  draft or torchvision decoding, one flip, uint8). The other resolutions are made on the device (``on_after_batch_transfer`` and
   ``batch.at(r)``): on a GPU that is GPU time, so ``ours_ms`` is the worker's CPU alone, as for the
   other contenders. When the device is the CPU itself, that device-side work costs CPU too: it is
   timed here on batches of ``batch_size`` samples (cost per sample) and reported as
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
+from torch.utils.data import default_collate
 from torchvision import transforms as T
 from torchvision.transforms import functional as F1
 
@@ -216,8 +217,7 @@ def device_side_ms(dm: MultiResDataModule, items: list, resolutions, batch_size:
     out = []
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
-        images = torch.stack([image for image, _ in chunk])
-        targets = torch.tensor([label for _, label in chunk])
+        images, targets = default_collate(chunk)
         ms, _ = cpu_ms(device_side, dm, images, targets, resolutions)
         out += [ms / len(chunk)] * len(chunk)
     return out

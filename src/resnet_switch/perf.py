@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 
 from .cli import check_choice
-from .errors import ConfigError
 from .switch import SubnetConfig
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -35,12 +34,6 @@ GRAPH_MARGIN = 8
 
 def check_memory_format(value: object) -> str:
     return check_choice("memory_format", value, MEMORY_FORMATS)
-
-
-def check_flag(value: object, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{field}: expected true or false, got {value!r}")
-    return value
 
 
 def _channels_last_input(module: nn.Module, args: tuple) -> tuple | None:

@@ -22,12 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from .allocator import keep_freed_memory
 from .build import build_net_for_method
 from .checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
+from .cli import check_type
 from .config_checks import CONF_DIR, check_group_choices, check_overrides
 from .errors import ConfigError, user_errors
 from .lit_module import SwitchModule, metric_suffix
 from .methods import build_method
 from .models import load_plain_weights
-from .perf import check_flag, check_memory_format
+from .perf import check_memory_format
 from .results import final_results, publish_results
 from .sweeps import cluster_plugins, quiet_schema_warning
 from .switch import check_resolutions
@@ -127,7 +128,7 @@ def check_integers(cfg: DictConfig) -> None:
 def check_speed_options(cfg: DictConfig) -> None:
     """One-line errors for ``memory_format`` and ``compile`` (before any work starts)."""
     check_memory_format(cfg.get("memory_format", "contiguous"))
-    check_flag(cfg.get("compile", False), "compile")
+    check_type("compile", cfg.get("compile", False), False)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -49,12 +49,13 @@ class ToUint8CHW:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.channels = channels
+        self.mode = "RGB" if channels == 3 else "L"
 
     def __call__(self, image: Image.Image | Tensor | EncodedJpeg) -> Tensor:
         if isinstance(image, EncodedJpeg):
-            image = image.decode("RGB" if self.channels == 3 else "L")
+            image = image.decode(self.mode)
         elif isinstance(image, Image.Image):
-            image = TF.pil_to_tensor(convert_mode(image, "RGB" if self.channels == 3 else "L"))
+            image = TF.pil_to_tensor(convert_mode(image, self.mode))
         image = torch.as_tensor(image)
         if image.dim() == 2:
             image = image.unsqueeze(0)
