@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from resnet_switch.build import build_method_and_net
-from resnet_switch.checkpointing import make_checkpoint
 from resnet_switch.layers.calibration import calibrate_bn
+from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.training.checkpointing import make_checkpoint
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.3, 0.35]
 

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
 
-from resnet_switch.config_checks import CONF_DIR
+from resnet_switch.cli.overrides import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 

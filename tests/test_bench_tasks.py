@@ -19,10 +19,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 import resnet_switch
-from resnet_switch import bench, bench_data, bench_infer
-from resnet_switch.bench_data import natural_image
-from resnet_switch.cli import run_tool
-from resnet_switch.costs import cost_table
+from resnet_switch import bench
+from resnet_switch.bench import data as bench_data
+from resnet_switch.bench import infer as bench_infer
+from resnet_switch.bench.data import natural_image
+from resnet_switch.cli.options import run_tool
 from resnet_switch.data.datamodule import MultiResDataModule, ToUint8CHW
 from resnet_switch.data.decode import (
     DecodeCropFlip,
@@ -36,6 +37,7 @@ from resnet_switch.data.decode import (
     random_resized_box,
     resize_box_uint8,
 )
+from resnet_switch.evaluation.costs import cost_table
 
 SRC = str(Path(resnet_switch.__file__).resolve().parents[1])
 

@@ -11,7 +11,8 @@ import torch
 
 import resnet_switch
 from resnet_switch import bench, costs
-from resnet_switch.cli import parse_options, run_tool
+from resnet_switch.bench import step as bench_step
+from resnet_switch.cli.options import parse_options, run_tool
 
 SRC = str(Path(resnet_switch.__file__).resolve().parents[1])
 TINY_BENCH = ["model=resnet20", "resolutions=[16,12]", "batch_size=2", "steps=2", "warmup=1", "num_classes=10",
@@ -61,10 +62,10 @@ def test_costs_user_errors_exit_2_naming_the_field(argv, field, capsys):
 def test_unknown_key_message_lists_valid_options():
     with pytest.raises(ValueError, match=r"^colour: unknown option; valid: model, resolutions, widths"):
         parse_options(costs.DEFAULTS, ["colour=red"])
-    opts, extra = parse_options(bench.DEFAULTS, ["width_range=[0.7,1.0]", "batch_size=4"], allow_extra=True)
+    opts, extra = parse_options(bench_step.DEFAULTS, ["width_range=[0.7,1.0]", "batch_size=4"], allow_extra=True)
     assert extra == {"width_range": [0.7, 1.0]} and opts["batch_size"] == 4
     with pytest.raises(ValueError, match="^batch_size: expected an integer"):
-        parse_options(bench.DEFAULTS, ["batch_size=2.5"])
+        parse_options(bench_step.DEFAULTS, ["batch_size=2.5"])
 
 
 @pytest.mark.parametrize("argv, field", [
@@ -85,13 +86,13 @@ def test_bench_user_errors_exit_2_naming_the_field(argv, field, capsys):
 
 
 def test_bench_forwards_method_arguments():
-    assert "distill" in bench.method_options("rsnet")
+    assert "distill" in bench_step.method_options("rsnet")
     cpu = torch.device("cpu")
-    opts = dict(bench.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10)
-    images, targets = bench.make_data(opts, cpu)
+    opts = dict(bench_step.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10)
+    images, targets = bench_step.make_data(opts, cpu)
     with pytest.raises(ValueError, match="distill"):  # the extra key reaches the method
-        bench.build_step("ours", opts, {"distill": "bogus"}, images, targets, cpu)
-    step = bench.build_step("ours", opts, {"distill": "none"}, images, targets, cpu)
+        bench_step.build_step("ours", opts, {"distill": "bogus"}, images, targets, cpu)
+    step = bench_step.build_step("ours", opts, {"distill": "none"}, images, targets, cpu)
     before = [p.detach().clone() for p in step.params]
     step()
     assert any(not torch.equal(a, p) for a, p in zip(before, step.params))  # SGD moved the weights
@@ -113,10 +114,10 @@ def test_bench_train_step_prints_json_last_line():
 @pytest.mark.parametrize("runtime, tuned", [("framework", True), ("vanilla", False)])
 def test_bench_time_child_applies_the_framework_allocator_only_when_asked(runtime, tuned, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.append(1))
-    opts = dict(bench.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10, steps=3,
+    monkeypatch.setattr(bench_step, "keep_freed_memory", lambda: calls.append(1))
+    opts = dict(bench_step.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10, steps=3,
                 warmup=0, device="cpu", threads=torch.get_num_threads())
-    bench.time_child(json.dumps({"role": "baseline", "runtime": runtime, "opts": opts, "method_kwargs": {}}))
+    bench_step.time_child(json.dumps({"role": "baseline", "runtime": runtime, "opts": opts, "method_kwargs": {}}))
     assert bool(calls) == tuned
     assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ms"]) == 3
 

@@ -1,9 +1,10 @@
-"""MAdds / parameter counts of materialised configurations (resnet_switch.costs)."""
+"""MAdds / parameter counts of materialised configurations (resnet_switch.evaluation.costs, resnet_switch.costs)."""
 
 import pytest
 import torchvision
 
-from resnet_switch.costs import cost_table, count_costs, format_csv, human, main
+from resnet_switch.costs import format_csv, main
+from resnet_switch.evaluation.costs import cost_table, count_costs, human
 from resnet_switch.models import build_switchable
 from resnet_switch.switch import SubnetConfig
 

@@ -4,7 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from resnet_switch.config_checks import CONF_DIR
+from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.methods import build_method
 from resnet_switch.train import method_kwargs
 

@@ -12,11 +12,11 @@ import torchvision
 from torch import nn
 
 from resnet_switch import export
-from resnet_switch.checkpointing import load_checkpoint, rebuild_from_checkpoint
-from resnet_switch.cli import run_tool
-from resnet_switch.export import fold_batchnorm
+from resnet_switch.cli.options import run_tool
+from resnet_switch.deploy.export import fold_batchnorm
 from resnet_switch.models import build_switchable
 from resnet_switch.switch import SubnetConfig
+from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 
 from .ckpt_factory import randomize_bn, write_checkpoint, write_method_checkpoints
 

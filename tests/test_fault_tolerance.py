@@ -4,10 +4,10 @@ resumable position."""
 import pytest
 import torch
 
-from resnet_switch.checkpointing import load_checkpoint
 from resnet_switch.data.sampling import EpochShuffleSampler, ResumableLoader
-from resnet_switch.finite_guard import FiniteGuard, NonFiniteLossError
 from resnet_switch.train import train
+from resnet_switch.training.checkpointing import load_checkpoint
+from resnet_switch.training.finite_guard import FiniteGuard, NonFiniteLossError
 
 from .helpers import TrainingCrash, tiny_cfg
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from resnet_switch.checkpointing import load_checkpoint
+from resnet_switch.training.checkpointing import load_checkpoint
 
 from .helpers import REPO
 

@@ -3,11 +3,11 @@ with the same outputs (calibrated BN statistics and method state included)."""
 
 import pytest
 
-from resnet_switch.checkpointing import load_checkpoint, rebuild_from_checkpoint
-from resnet_switch.evaluation import evaluate_configs
-from resnet_switch.lit_module import metric_suffix
+from resnet_switch.evaluation.accuracy import evaluate_configs
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import build_datamodule, train
+from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
+from resnet_switch.training.lit_module import metric_suffix
 
 from .helpers import tiny_cfg
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet_switch.build import build_method_and_net
 from resnet_switch.data.multires import MultiResBatch
 from resnet_switch.losses import kl_to_teacher
 from resnet_switch.methods import METHODS, build_method
+from resnet_switch.methods.build import build_method_and_net
 from resnet_switch.switch import SubnetConfig
 
 RES = [32, 24, 16]

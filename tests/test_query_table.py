@@ -10,11 +10,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from resnet_switch import evaluate as evaluate_module
-from resnet_switch.config_checks import CONF_DIR
+from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.errors import ConfigError
-from resnet_switch.layers.calibration import calibratable_layers
-from resnet_switch.models import build_switchable
-from resnet_switch.query_table import (
+from resnet_switch.evaluation.query_table import (
     channel_signature,
     log_to_wandb,
     measure_latency_ms,
@@ -25,6 +23,8 @@ from resnet_switch.query_table import (
     unique_widths,
     width_grid,
 )
+from resnet_switch.layers.calibration import calibratable_layers
+from resnet_switch.models import build_switchable
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_switch import query_table as qt
 from resnet_switch.data.multires import resize_images
+from resnet_switch.deploy.runtime import SwitchableClassifier
+from resnet_switch.evaluation import query_table as qt
 from resnet_switch.layers.scale_conv import ScaleConv2d
 from resnet_switch.models.switchable import SwitchableNet
-from resnet_switch.runtime import SwitchableClassifier
 from resnet_switch.switch import SubnetConfig
 
 from .ckpt_factory import MEAN, STD, write_method_checkpoints

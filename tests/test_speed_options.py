@@ -8,13 +8,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from resnet_switch.build import build_method_and_net
-from resnet_switch.checkpointing import load_checkpoint, rebuild_from_checkpoint
 from resnet_switch.errors import ConfigError
-from resnet_switch.lit_module import SwitchModule
-from resnet_switch.perf import compile_switchable, graphs_needed
+from resnet_switch.methods.build import build_method_and_net
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
+from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
+from resnet_switch.training.lit_module import SwitchModule
+from resnet_switch.training.speed import compile_switchable, graphs_needed
 
 from .helpers import tiny_cfg
 

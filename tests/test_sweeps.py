@@ -7,7 +7,7 @@ import sqlite3
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from resnet_switch.config_checks import CONF_DIR
+from resnet_switch.cli.overrides import CONF_DIR
 
 from .helpers import run_cli
 

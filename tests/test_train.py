@@ -5,8 +5,13 @@ import csv
 import pytest
 import torch
 
-from resnet_switch.checkpointing import CheckpointError, check_compatible, load_checkpoint, rebuild_from_checkpoint
 from resnet_switch.train import train
+from resnet_switch.training.checkpointing import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    rebuild_from_checkpoint,
+)
 
 from .helpers import tiny_cfg
 

@@ -6,7 +6,7 @@ with MAdds, and ``acc_vs_madds.png``.
 
 ``query_table=true`` instead builds MutualNet's query table of ONE checkpoint (every width from the
 method's smallest to its largest in ``width_step`` steps x test resolutions, BN recalibrated per
-configuration, MAdds, parameters, CPU latency, top-1/top-5; see :mod:`resnet_switch.query_table`),
+configuration, MAdds, parameters, CPU latency, top-1/top-5; see :mod:`resnet_switch.evaluation.query_table`),
 and with ``budget.madds=150M`` / ``budget.latency_ms=5`` prints the best configuration that fits.
 """
 
@@ -20,19 +20,19 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import query_table as qt
-from .checkpointing import load_checkpoint, rebuild_from_checkpoint
-from .config_checks import CONF_DIR, check_overrides
-from .costs import check_widths, count_costs
+from .cli.overrides import CONF_DIR, check_overrides
+from .deploy.runtime import pick_device
 from .errors import ConfigError, user_errors
-from .evaluation import calibrate_configs, evaluate_configs
+from .evaluation import query_table as qt
+from .evaluation.accuracy import calibrate_configs, evaluate_configs
+from .evaluation.costs import check_widths, count_costs
+from .evaluation.reporting import markdown_table, pivot, plot_accuracy_vs_madds, write_csv
+from .evaluation.results import add_costs
 from .layers.calibration import calibratable_layers
 from .methods import Method
 from .models.switchable import SwitchableNet
-from .reporting import markdown_table, pivot, plot_accuracy_vs_madds, write_csv
-from .results import add_costs
-from .runtime import pick_device
 from .switch import SubnetConfig, check_resolutions
+from .training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 
 BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")
 

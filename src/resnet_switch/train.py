@@ -19,19 +19,19 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from .allocator import keep_freed_memory
-from .build import build_net_for_method
-from .checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
-from .cli import check_type
-from .config_checks import CONF_DIR, check_group_choices, check_overrides
+from .cli.options import check_type
+from .cli.overrides import CONF_DIR, check_group_choices, check_overrides
 from .errors import ConfigError, user_errors
-from .lit_module import SwitchModule, metric_suffix
+from .evaluation.results import final_results, publish_results
 from .methods import build_method
+from .methods.build import build_net_for_method
 from .models import load_plain_weights
-from .perf import check_memory_format
-from .results import final_results, publish_results
-from .sweeps import cluster_plugins, quiet_schema_warning
 from .switch import check_resolutions
+from .training.allocator import keep_freed_memory
+from .training.checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
+from .training.lit_module import SwitchModule, metric_suffix
+from .training.speed import check_memory_format
+from .training.sweeps import cluster_plugins, quiet_schema_warning
 
 METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
 MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles")

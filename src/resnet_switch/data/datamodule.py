@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..distributed import rank as rank_of_process
-from ..distributed import world_size
+from ..training.distributed import rank as rank_of_process
+from ..training.distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
 from .decode import DecodeCropFlip, EncodedJpeg
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path

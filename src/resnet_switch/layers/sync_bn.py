@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import world_size
+from ..training.distributed import world_size
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .cli import check_choice
-from .switch import SubnetConfig
+from ..cli.options import check_choice
+from ..switch import SubnetConfig
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 # graphs of one configuration: training, validation (full and last partial batch), BN

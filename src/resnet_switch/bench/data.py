@@ -43,9 +43,9 @@ from torch.utils.data import default_collate
 from torchvision import transforms as T
 from torchvision.transforms import functional as F1
 
-from .data.datamodule import MultiResDataModule
-from .data.decode import draft_scale
-from .switch import check_resolutions
+from ..data.datamodule import MultiResDataModule
+from ..data.decode import draft_scale
+from ..switch import check_resolutions
 
 DEFAULTS: dict[str, Any] = {
     "resolutions": [224, 192, 160, 128, 96],

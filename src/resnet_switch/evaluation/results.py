@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..models.switchable import SwitchableNet
+from ..switch import SubnetConfig
+from .accuracy import evaluate_configs
 from .costs import count_costs
-from .evaluation import evaluate_configs
-from .models.switchable import SwitchableNet
 from .reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
-from .switch import SubnetConfig
 
 
 def add_costs(rows: list[dict], net: SwitchableNet) -> list[dict]:

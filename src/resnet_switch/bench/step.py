@@ -1,32 +1,5 @@
-"""Benchmarks of one training step: ``python -m resnet_switch.bench TASK [key=value ...]``.
-
-The LAST line of stdout is one JSON object; human lines come before it. Tasks (``TASKS``):
-
-- ``train_step``: median milliseconds per optimisation step of ``method`` (``Method.training_step``
-  on a fresh :class:`MultiResBatch` each step, so the device resize is timed, then SGD step and
-  ``zero_grad``), against a plain baseline doing the same work: S forwards (one per resolution of the
-  same batch), ONE backward of the summed CE, one SGD step. Every contender runs in its own fresh
-  process, ``rounds`` times with a rotating order, ``warmup`` untimed steps then ``steps`` timed ones.
-  ``ours`` (and ``compare``) run with the framework's process settings, as ``resnet_switch.train``
-  does (glibc allocator thresholds, :mod:`resnet_switch.allocator`); ``baseline`` is torchvision in an
-  untouched process, as a plain PyTorch script runs; ``baseline_tuned`` is the same torchvision step
-  with the framework's settings, so ``ratio_tuned`` isolates the model code from the process setup.
-- ``memory``: peak memory of one such step over the state before it (net, data, gradients, optimizer
-  state), i.e. its activations and temporaries. CPU: each contender runs in a fresh subprocess; one
-  unmeasured step of the same setting, then the peak RSS is reset (``/proc/self/clear_refs``) and the
-  next step's peak RSS increase is read (fallback: ``ru_maxrss`` before/after the first step).
-  CUDA: ``torch.cuda.max_memory_allocated`` over ``memory_allocated`` before the step.
-- ``infer``: latency per resolution of the materialised plain model vs torchvision with the same
-  weights (resnet18/50, mobilenetv2; MAdds ratio beside latency ratio), and switch latency of a
-  loaded switchable model (rsnet, mutualnet, san). Options and keys: :mod:`resnet_switch.bench_infer`.
-- ``data``: CPU ms per multi-resolution training sample from a JPEG: ours (one crop in the worker,
-  draft decoding, device-side resizes counted), the official protocol (PIL resize per resolution),
-  single-resolution RandomResizedCrop. Options and keys: :mod:`resnet_switch.bench_data`.
-
-``infer`` and ``data`` take their own options (``DEFAULTS`` of their modules). For ``train_step`` and
-``memory``, keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
-``width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
-"""
+"""``train_step`` and ``memory`` tasks of :mod:`resnet_switch.bench`: one optimisation step of a method
+against plain torchvision doing the same work (see the package docstring for the protocol)."""
 
 from __future__ import annotations
 
@@ -48,14 +21,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from . import bench_data, bench_infer
-from .allocator import keep_freed_memory
-from .build import build_method_and_net
-from .cli import check_choice, parse_options, run_tool
-from .data.multires import MultiResBatch
-from .methods import METHODS
-from .models import BACKBONES, TORCHVISION_NAMES, build_switchable
-from .switch import check_resolutions
+from ..cli.options import check_choice
+from ..data.multires import MultiResBatch
+from ..methods import METHODS
+from ..methods.build import build_method_and_net
+from ..models import BACKBONES, TORCHVISION_NAMES, build_switchable
+from ..switch import check_resolutions
+from ..training.allocator import keep_freed_memory
 
 DEFAULTS: dict[str, Any] = {
     "method": "rsnet",
@@ -174,14 +146,14 @@ def roles(opts: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- child processes
 def run_child(entry: str, job: dict, env_overrides: dict[str, str] | None = None) -> dict:
-    """Run ``resnet_switch.bench.<entry>(json)`` in a fresh interpreter; return its last stdout line
+    """Run ``resnet_switch.bench.step.<entry>(json)`` in a fresh interpreter; return its last stdout line
     parsed as JSON. A fresh process per contender keeps one contender's allocator state, thread pools
     and caches from leaking into another's figure."""
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.update(env_overrides or {})
-    code = f"import sys; from resnet_switch.bench import {entry}; {entry}(sys.argv[1])"
+    code = f"import sys; from resnet_switch.bench.step import {entry}; {entry}(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(job)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{entry} of {job['role']} failed:\n{proc.stderr[-3000:]}")
@@ -353,15 +325,6 @@ def memory_task(opts: dict, method_kwargs: dict) -> dict:
     return out
 
 
-TASKS: dict[str, Callable[[dict, dict], dict]] = {
-    "train_step": train_step_task,
-    "memory": memory_task,
-    "infer": bench_infer.infer_task,
-    "data": bench_data.data_task,
-}
-OWN_OPTIONS = {"infer": bench_infer, "data": bench_data}  # tasks with their own DEFAULTS / check_options
-
-
 # ----------------------------------------------------------------------------- command line
 def method_options(name: str) -> list[str] | None:
     """Keyword arguments ``METHODS[name]`` accepts besides ``resolutions`` (``None``: any)."""
@@ -392,41 +355,3 @@ def check_options(opts: dict, extra: dict) -> None:
     device = torch.device(opts["device"])  # raises a one-line RuntimeError for nonsense; wrap below
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda is not available on this machine; use device=cpu")
-
-
-def main(argv: list[str]) -> None:
-    if not argv or "=" in argv[0]:
-        raise ValueError(f"task: missing; usage: python -m resnet_switch.bench TASK [key=value ...], "
-                         f"TASK one of {sorted(TASKS)}")
-    task = check_choice("task", argv[0], list(TASKS))
-    if task in OWN_OPTIONS:
-        return run_own_options_task(task, argv[1:])
-    opts, extra = parse_options(DEFAULTS, argv[1:], allow_extra=True)
-    try:
-        check_options(opts, extra)
-    except RuntimeError as err:  # torch.device("nonsense")
-        raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
-    torch.set_num_threads(opts["threads"])  # contenders run in child processes with their own settings
-    result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
-              "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"]}
-    if extra:
-        result["method_kwargs"] = extra
-    if opts["compare_method"]:
-        result["compare_method"] = opts["compare_method"]
-    result.update(TASKS[task](opts, extra))
-    print(json.dumps(result), flush=True)
-
-
-def run_own_options_task(task: str, argv: list[str]) -> None:
-    """``infer`` / ``data``: options from the task module; JSON header = task + those options."""
-    module = OWN_OPTIONS[task]
-    opts, _ = parse_options(module.DEFAULTS, argv)
-    module.check_options(opts)
-    torch.set_num_threads(opts["threads"])
-    result = {"task": task, **opts}
-    result.update(TASKS[task](opts, {}))
-    print(json.dumps(result), flush=True)
-
-
-if __name__ == "__main__":
-    run_tool(main, sys.argv[1:])

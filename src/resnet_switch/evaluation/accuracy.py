@@ -13,10 +13,10 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
 
-from .data.multires import MultiResBatch
-from .layers.calibration import calibrate_bn
-from .models.switchable import SwitchableNet
-from .switch import SubnetConfig
+from ..data.multires import MultiResBatch
+from ..layers.calibration import calibrate_bn
+from ..models.switchable import SwitchableNet
+from ..switch import SubnetConfig
 
 
 def to_device(batch, device: torch.device):

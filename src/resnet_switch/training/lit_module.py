@@ -7,7 +7,7 @@ per step: by DDP's reducer in the single backward, or (several backward calls, w
 set is in only one of the graphs) by one averaging of all gradients before the optimizer step.
 A NaN/inf stops training with one line naming the step and configuration (:mod:`.finite_guard`);
 checkpoints carry the RNG states, restored when training resumes. ``memory_format=channels_last``
-and ``compile=True`` are applied to the network here (:mod:`.perf`).
+and ``compile=True`` are applied to the network here (:mod:`.speed`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..data.multires import MultiResBatch
+from ..errors import ConfigError
+from ..evaluation.accuracy import calibrate_configs
+from ..layers.sync_bn import convert_sync_bn
+from ..methods import Method
+from ..models.switchable import SwitchableNet
+from ..switch import SubnetConfig
 from .checkpointing import CHECKPOINT_KEY, checkpoint_meta
-from .data.multires import MultiResBatch
 from .distributed import all_reduce_sum, average_gradients, world_size
-from .errors import ConfigError
-from .evaluation import calibrate_configs
 from .finite_guard import FiniteGuard
-from .layers.sync_bn import convert_sync_bn
-from .methods import Method
-from .models.switchable import SwitchableNet
-from .perf import check_memory_format, compile_switchable, use_channels_last
 from .rng_state import capture_rng_states, restore_rng_states
-from .switch import SubnetConfig
+from .speed import check_memory_format, compile_switchable, use_channels_last
 
 RNG_KEY = "rng_states"
 
@@ -50,15 +50,15 @@ def _module_key(config: SubnetConfig) -> str:
 class SwitchModule(L.LightningModule):
     """Args:
         method: the training method (owns its extra parameters, e.g. RS-Net's alpha).
-        net: the switchable network built for it (:func:`resnet_switch.build.build_net_for_method`).
+        net: the switchable network built for it (:func:`resnet_switch.methods.build.build_net_for_method`).
         optim: ``lr``, ``momentum``, ``weight_decay``, ``nesterov``, ``decay_scope`` (``all`` or
             ``conv_fc``: only non-depthwise conv and FC weights decay, MutualNet) and
             ``warmup_epochs``; the schedule is cosine to 0 over all steps, stepped per iteration.
         run_meta: extra facts stored in every checkpoint (data set, normalisation).
         sync_bn: under DDP, BN training statistics over all processes, every private set on its
-            own (:mod:`.layers.sync_bn`; Lightning's ``sync_batchnorm`` would merge them).
+            own (:mod:`resnet_switch.layers.sync_bn`; Lightning's ``sync_batchnorm`` would merge them).
         memory_format: ``contiguous`` or ``channels_last`` (4-D weights and every input image NHWC).
-        compile_net: compile the network in place, one graph per configuration (:mod:`.perf`);
+        compile_net: compile the network in place, one graph per configuration (:mod:`.speed`);
             methods drawing random widths (MutualNet, US-Net) are refused.
     """
 

@@ -34,13 +34,13 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
-from . import query_table as qt
-from .checkpointing import load_checkpoint, rebuild_from_checkpoint
-from .data.multires import resize_images
-from .errors import ConfigError
-from .layers.calibration import calibratable_layers, calibrate_bn
-from .models.switchable import SwitchableNet
-from .switch import SubnetConfig
+from ..data.multires import resize_images
+from ..errors import ConfigError
+from ..evaluation import query_table as qt
+from ..layers.calibration import calibratable_layers, calibrate_bn
+from ..models.switchable import SwitchableNet
+from ..switch import SubnetConfig
+from ..training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 
 BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")  # as ``evaluate``'s bn_mode
 _KEY = re.compile(r"^r(\d+)_w([0-9.e+-]+)$")
@@ -220,7 +220,7 @@ class SwitchableClassifier:
                latency_ms: Any = None) -> dict[str, Any]:
         """Switch to the most accurate row of a query table (``query_table.csv`` written by
         ``evaluate query_table=true``, or its rows) within ``madds`` (``150M``, ``1.2e8``) and/or
-        ``latency_ms``; returns that row. See :func:`resnet_switch.query_table.select_under_budget`."""
+        ``latency_ms``; returns that row. See :func:`resnet_switch.evaluation.query_table.select_under_budget`."""
         if isinstance(query_table, (str, os.PathLike)):
             path = Path(query_table)
             if not path.is_file():

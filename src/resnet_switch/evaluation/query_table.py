@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers.slimmable import ChannelDim
-from .models.switchable import SwitchableNet
+from ..layers.slimmable import ChannelDim
+from ..models.switchable import SwitchableNet
 from .reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
 
 COLUMNS = ("width", "resolution", "madds", "params", "latency_ms", "top1", "top5")

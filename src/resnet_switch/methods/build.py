@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .methods import Method, build_method
-from .models import build_switchable
-from .models.switchable import SwitchableNet
+from ..models import build_switchable
+from ..models.switchable import SwitchableNet
+from . import Method, build_method
 
 
 def build_net_for_method(method: Method, model_name: str, num_classes: int, in_channels: int = 3,

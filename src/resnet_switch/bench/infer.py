@@ -9,7 +9,7 @@ alternating per step), ``warmup`` untimed then ``steps`` timed forwards each; fi
 time (every kernel runs on it; other processes do not count), else wall time.
 
 Part 2, per method of ``switch_methods`` on ``switch_model``: a checkpoint is written and loaded with
-:class:`~resnet_switch.runtime.SwitchableClassifier`, then ``switch`` is timed between the method's
+:class:`~resnet_switch.deploy.SwitchableClassifier`, then ``switch`` is timed between the method's
 evaluation configurations (MutualNet: widths {lo, mid, hi} x resolutions, BN statistics stored in the
 checkpoint; SAN: kernels generated on the first visit, cached after).
 
@@ -33,15 +33,15 @@ from typing import Any
 import torch
 import torchvision
 
-from .build import build_method_and_net
-from .checkpointing import make_checkpoint
-from .cli import check_choice
-from .costs import count_costs
-from .layers.calibration import calibrate_bn
-from .methods import METHODS
-from .models import TORCHVISION_NAMES, build_switchable
-from .runtime import SwitchableClassifier
-from .switch import SubnetConfig, check_resolutions
+from ..cli.options import check_choice
+from ..deploy.runtime import SwitchableClassifier
+from ..evaluation.costs import count_costs
+from ..layers.calibration import calibrate_bn
+from ..methods import METHODS
+from ..methods.build import build_method_and_net
+from ..models import TORCHVISION_NAMES, build_switchable
+from ..switch import SubnetConfig, check_resolutions
+from ..training.checkpointing import make_checkpoint
 
 DEFAULTS: dict[str, Any] = {
     "models": ["resnet18", "resnet50", "mobilenetv2"],

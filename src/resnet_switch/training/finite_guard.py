@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .switch import SubnetConfig
+from ..switch import SubnetConfig
 
 
 class NonFiniteLossError(ValueError):

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from .models import build_switchable
-from .models.switchable import SwitchableNet
+from ..models import build_switchable
+from ..models.switchable import SwitchableNet
 
 CHECKPOINT_KEY = "resnet_switch"
 FORMAT_VERSION = 1
@@ -62,7 +62,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     """``(method, net, meta)`` rebuilt from a loaded checkpoint, weights loaded, in eval mode."""
-    from .methods import build_method  # local: methods import this module's users
+    from ..methods import build_method  # local: methods import this module's users
 
     meta = ckpt[CHECKPOINT_KEY]
     spec = dict(meta["net"])

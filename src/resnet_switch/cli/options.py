@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .errors import user_errors
+from ..errors import user_errors
 
 
 def unknown_option(key: str, valid: Sequence[str]) -> ValueError:

@@ -1,0 +1,84 @@
+"""Benchmarks of one training step: ``python -m resnet_switch.bench TASK [key=value ...]``.
+
+The LAST line of stdout is one JSON object; human lines come before it. Tasks (``TASKS``):
+
+- ``train_step``: median milliseconds per optimisation step of ``method`` (``Method.training_step``
+  on a fresh :class:`MultiResBatch` each step, so the device resize is timed, then SGD step and
+  ``zero_grad``), against a plain baseline doing the same work: S forwards (one per resolution of the
+  same batch), ONE backward of the summed CE, one SGD step. Every contender runs in its own fresh
+  process, ``rounds`` times with a rotating order, ``warmup`` untimed steps then ``steps`` timed ones.
+  ``ours`` (and ``compare``) run with the framework's process settings, as ``resnet_switch.train``
+  does (glibc allocator thresholds, :mod:`resnet_switch.training.allocator`); ``baseline`` is torchvision in an
+  untouched process, as a plain PyTorch script runs; ``baseline_tuned`` is the same torchvision step
+  with the framework's settings, so ``ratio_tuned`` isolates the model code from the process setup.
+- ``memory``: peak memory of one such step over the state before it (net, data, gradients, optimizer
+  state), i.e. its activations and temporaries. CPU: each contender runs in a fresh subprocess; one
+  unmeasured step of the same setting, then the peak RSS is reset (``/proc/self/clear_refs``) and the
+  next step's peak RSS increase is read (fallback: ``ru_maxrss`` before/after the first step).
+  CUDA: ``torch.cuda.max_memory_allocated`` over ``memory_allocated`` before the step.
+- ``infer``: latency per resolution of the materialised plain model vs torchvision with the same
+  weights (resnet18/50, mobilenetv2; MAdds ratio beside latency ratio), and switch latency of a
+  loaded switchable model (rsnet, mutualnet, san). Options and keys: :mod:`resnet_switch.bench.infer`.
+- ``data``: CPU ms per multi-resolution training sample from a JPEG: ours (one crop in the worker,
+  draft decoding, device-side resizes counted), the official protocol (PIL resize per resolution),
+  single-resolution RandomResizedCrop. Options and keys: :mod:`resnet_switch.bench.data`.
+
+``infer`` and ``data`` take their own options (``DEFAULTS`` of their modules). For ``train_step`` and
+``memory``, keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
+``width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import torch
+
+from ..cli.options import check_choice, parse_options
+from . import data as bench_data
+from . import infer as bench_infer
+from .step import DEFAULTS, check_options, memory_task, train_step_task
+
+TASKS: dict[str, Callable[[dict, dict], dict]] = {
+    "train_step": train_step_task,
+    "memory": memory_task,
+    "infer": bench_infer.infer_task,
+    "data": bench_data.data_task,
+}
+OWN_OPTIONS = {"infer": bench_infer, "data": bench_data}  # tasks with their own DEFAULTS / check_options
+
+
+def main(argv: list[str]) -> None:
+    if not argv or "=" in argv[0]:
+        raise ValueError(f"task: missing; usage: python -m resnet_switch.bench TASK [key=value ...], "
+                         f"TASK one of {sorted(TASKS)}")
+    task = check_choice("task", argv[0], list(TASKS))
+    if task in OWN_OPTIONS:
+        return run_own_options_task(task, argv[1:])
+    opts, extra = parse_options(DEFAULTS, argv[1:], allow_extra=True)
+    try:
+        check_options(opts, extra)
+    except RuntimeError as err:  # torch.device("nonsense")
+        raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
+    torch.set_num_threads(opts["threads"])  # contenders run in child processes with their own settings
+    result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
+              "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"]}
+    if extra:
+        result["method_kwargs"] = extra
+    if opts["compare_method"]:
+        result["compare_method"] = opts["compare_method"]
+    result.update(TASKS[task](opts, extra))
+    print(json.dumps(result), flush=True)
+
+
+def run_own_options_task(task: str, argv: list[str]) -> None:
+    """``infer`` / ``data``: options from the task module; JSON header = task + those options."""
+    module = OWN_OPTIONS[task]
+    opts, _ = parse_options(module.DEFAULTS, argv)
+    module.check_options(opts)
+    torch.set_num_threads(opts["threads"])
+    result = {"task": task, **opts}
+    result.update(TASKS[task](opts, {}))
+    print(json.dumps(result), flush=True)
+

@@ -1,0 +1,267 @@
+"""Export one configuration of a trained switchable network as a plain model, verified.
+
+Command line (:mod:`resnet_switch.export`)::
+
+    python -m resnet_switch.export ckpt=PATH resolution=R [width=W] format=torchscript|onnx|state_dict \
+        [fold_bn=true] [out=PATH] [bn_mode=...] [verify_batch=2] [tolerance=1e-4]
+
+Steps: rebuild the switchable network from the checkpoint (:mod:`resnet_switch.deploy.runtime`), switch to
+``(resolution, width)``, materialise it as a plain ``nn.Module`` (BN chosen / interpolated /
+recalibrated, SAN kernels generated, widths sliced), optionally fold every BatchNorm into the conv
+before it (``torch.nn.utils.fusion.fuse_conv_bn_eval``), write the file (atomically), then load the
+FILE back and compare its logits with the switchable network's on ``verify_batch`` random
+``(C, R, R)`` inputs: the max abs difference is printed and must be ``<= tolerance x max(1, |logits|max)``
+(absolute for logits up to 1 in magnitude; float32 rounding grows with the magnitude beyond, e.g.
+untrained networks with logits in the hundreds).
+
+Formats: ``torchscript`` (``torch.jit.trace``; TorchScript is deprecated in recent torch but still
+loads with ``torch.jit.load``), ``onnx`` (``torch.onnx.export(dynamo=True)``, batch dimension
+dynamic; needs ``pip install -e '.[export]'``: onnx + onnxscript, and onnxruntime for the check),
+``state_dict`` (``torch.save(plain.state_dict())``; for resnet18/50 and mobilenetv2 at width 1.0
+with the ImageNet stem and no folding it loads into ``torchvision.models.<name>(num_classes=...)``
+strictly, and the check runs on that torchvision model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..cli.options import check_choice
+from ..errors import ConfigError
+from ..models import TORCHVISION_NAMES
+from ..training.checkpointing import atomic_path
+from .runtime import BN_MODES, SwitchableClassifier
+
+DEFAULTS: dict[str, Any] = {
+    "ckpt": None,  # required: a checkpoint written by resnet_switch.train
+    "resolution": None,  # required: input size in pixels
+    "width": 1.0,  # width multiplier (slimmable checkpoints)
+    "format": "torchscript",  # torchscript | onnx | state_dict
+    "fold_bn": False,  # fold BatchNorm into the preceding conv
+    "out": None,  # output file; default: beside the checkpoint, <stem>_<model>_r<R>_w<W>[_folded].<ext>
+    "bn_mode": None,  # unseen resolutions: nearest | interpolate | proxy | calibrate | ideal (method default)
+    "verify_batch": 2,  # random inputs used for the check
+    "tolerance": 1e-4,  # max abs logit difference allowed (times the largest |logit| when above 1)
+    "seed": 0,  # of the random check inputs
+}
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state_dict": ".pth"}
+EXIT_VERIFY_FAILED = 1
+
+
+class VerifyError(RuntimeError):
+    """The written artifact does not reproduce the switchable network's outputs."""
+
+
+# ---------------------------------------------------------------------------------- BN folding
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` (eval) with every ``BatchNorm2d`` whose input is the output of a
+    ``Conv2d`` used by nothing else folded into that conv (``fuse_conv_bn_eval``: the conv gets
+    ``W * gamma / sqrt(var + eps)`` and a bias); the BN becomes ``nn.Identity``. Which BN follows
+    which conv is read from the data flow (``torch.fx`` trace), not from names. Returns
+    ``(folded model, number of folded pairs)``."""
+    model = copy.deepcopy(model).eval()
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception as err:  # noqa: BLE001 - any tracing failure means: cannot fold this model
+        raise ConfigError(f"fold_bn: cannot trace this model to find conv+BN pairs ({type(err).__name__}); "
+                          "use fold_bn=false") from None
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or type(modules[node.target]) is not nn.BatchNorm2d:
+            continue
+        source = node.args[0]
+        if (isinstance(source, torch.fx.Node) and source.op == "call_module"
+                and type(modules[source.target]) is nn.Conv2d and len(source.users) == 1
+                and calls[source.target] == 1 and calls[node.target] == 1):
+            pairs.append((source.target, node.target))
+    for conv_name, bn_name in pairs:
+        _set_submodule(model, conv_name, fuse_conv_bn_eval(modules[conv_name], modules[bn_name]))
+        _set_submodule(model, bn_name, nn.Identity())
+    return model, len(pairs)
+
+
+# ------------------------------------------------------------------------------------- writers
+def write_artifact(plain: nn.Module, fmt: str, out: Path, example: torch.Tensor) -> None:
+    """Write ``plain`` (eval, CPU) to ``out`` in ``fmt``, atomically; ``example`` ``(B, C, R, R)`` is
+    the tracing input (ONNX: its batch dimension is exported as dynamic)."""
+    with atomic_path(out) as tmp:
+        if fmt == "state_dict":
+            torch.save(plain.state_dict(), tmp)
+        elif fmt == "torchscript":
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*")
+                traced = torch.jit.trace(plain, example)
+                torch.jit.save(traced, str(tmp))
+        else:
+            _export_onnx(plain, example, tmp)
+
+
+def _export_onnx(plain: nn.Module, example: torch.Tensor, path: Path) -> None:
+    for package in ("onnx", "onnxscript"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise ConfigError(f"format: onnx needs the {package} package; pip install -e '.[export]' "
+                              "(onnx, onnxscript, onnxruntime) or use format=torchscript") from None
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress lines
+        warnings.simplefilter("ignore")
+        torch.onnx.export(plain, (example,), str(path), dynamo=True, external_data=False, verbose=False,
+                          input_names=["images"], output_names=["logits"], dynamic_shapes=({0: batch},))
+
+
+# -------------------------------------------------------------------------------------- loaders
+def torchvision_name(spec: dict[str, Any], width: float, folded: bool) -> str | None:
+    """``torchvision.models`` constructor whose state dict the export matches exactly, or ``None``
+    (other backbones, sliced widths, folded BN, CIFAR stem, build-time width multiplier)."""
+    name = TORCHVISION_NAMES.get(spec["name"])
+    if (name is None or width != 1.0 or folded or spec.get("small_input") or spec.get("in_channels", 3) != 3
+            or float(spec.get("width_mult", 1.0)) != 1.0):
+        return None
+    return name
+
+
+def load_artifact(fmt: str, out: Path, plain: nn.Module, tv_name: str | None, num_classes: int):
+    """The written file loaded back as a callable ``x -> logits`` and a label of what runs it."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(out), map_location="cpu").eval()
+        return module, "torch.jit.load"
+    if fmt == "state_dict":
+        state = torch.load(out, map_location="cpu", weights_only=True)
+        if tv_name is not None:
+            model = getattr(torchvision.models, tv_name)(num_classes=num_classes)
+            label = f"torchvision.models.{tv_name}(num_classes={num_classes}), strict load"
+        else:  # same structure, every tensor overwritten from the file (strict)
+            model = copy.deepcopy(plain)
+            label = "the plain architecture, strict load"
+        model.load_state_dict(state, strict=True)
+        return model.eval(), label
+    return _onnx_runner(out)
+
+
+def _onnx_runner(out: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    if ort is not None:
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), "onnxruntime"
+    try:  # slow pure-Python reference evaluator shipped with onnx
+        from onnx.reference import ReferenceEvaluator
+    except ImportError:
+        raise ConfigError("format: checking an ONNX file needs onnxruntime (or onnx); "
+                          "pip install -e '.[export]'") from None
+    evaluator = ReferenceEvaluator(str(out))
+    name = evaluator.input_names[0]
+    return (lambda x: torch.from_numpy(evaluator.run(None, {name: x.numpy()})[0])), "onnx.reference (no onnxruntime)"
+
+
+# --------------------------------------------------------------------------------------- export
+def default_out(ckpt: Path, model: str, resolution: int, width: float, fmt: str, folded: bool) -> Path:
+    suffix = "_folded" if folded else ""
+    return ckpt.with_name(f"{ckpt.stem}_{model}_r{resolution}_w{width:g}{suffix}{FORMATS[fmt]}")
+
+
+def check_options(opts: dict[str, Any]) -> None:
+    """One-line errors for bad options, before the checkpoint is read."""
+    if opts["ckpt"] is None:
+        raise ConfigError("ckpt: required; pass the .ckpt written by resnet_switch.train, e.g. ckpt=outputs/.../last.ckpt")
+    if not Path(str(opts["ckpt"])).is_file():
+        raise ConfigError(f"ckpt: no file at {opts['ckpt']}; pass the .ckpt written by resnet_switch.train")
+    r = opts["resolution"]
+    if r is None:
+        raise ConfigError("resolution: required; give the input size in pixels, e.g. resolution=224")
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise ConfigError(f"resolution: must be a positive integer (pixels), got {r!r}")
+    if not 0.0 < opts["width"] <= 1.0:
+        raise ConfigError(f"width: must be in (0, 1], got {opts['width']!r}")
+    check_choice("format", opts["format"], list(FORMATS))
+    if opts["bn_mode"] is not None:
+        check_choice("bn_mode", opts["bn_mode"], list(BN_MODES))
+    if opts["verify_batch"] < 1:
+        raise ConfigError(f"verify_batch: must be >= 1, got {opts['verify_batch']}")
+    if not opts["tolerance"] > 0:
+        raise ConfigError(f"tolerance: must be positive, got {opts['tolerance']!r}")
+    if opts["out"] is not None and Path(str(opts["out"])).is_dir():
+        raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model{FORMATS[opts['format']]}")
+
+
+def export(opts: dict[str, Any]) -> dict[str, Any]:
+    """Write and verify one configuration; returns ``{out, format, max_abs_diff, ...}``.
+
+    Raises ``ValueError`` for bad options and :class:`VerifyError` when the check fails (the file
+    is then removed)."""
+    check_options(opts)
+    ckpt = Path(str(opts["ckpt"]))
+    clf = SwitchableClassifier.from_checkpoint(ckpt, device="cpu", bn_mode=opts["bn_mode"])
+    config = clf.switch(opts["resolution"], opts["width"])
+    spec = clf.net.spec
+    plain = clf.materialize().cpu().eval()
+    folded = 0
+    if opts["fold_bn"]:
+        plain, folded = fold_batchnorm(plain)
+    fmt = opts["format"]
+    out = Path(str(opts["out"])) if opts["out"] else default_out(ckpt, spec["name"], config.resolution,
+                                                                   config.width, fmt, bool(opts["fold_bn"]))
+    gen = torch.Generator().manual_seed(int(opts["seed"]))
+    shape = (clf.in_channels, config.resolution, config.resolution)
+    x = torch.randn(opts["verify_batch"], *shape, generator=gen)
+    example = torch.randn(opts["verify_batch"] + 1, *shape, generator=gen)  # another batch size: ONNX's is dynamic
+    with torch.no_grad():
+        write_artifact(plain, fmt, out, example)
+        tv_name = torchvision_name(spec, config.width, bool(opts["fold_bn"])) if fmt == "state_dict" else None
+        runner, runner_label = load_artifact(fmt, out, plain, tv_name, clf.num_classes)
+        reference = clf(x)  # the switchable network itself at this configuration
+        got = runner(x)
+    diff = float((got.float() - reference.float()).abs().max()) if got.shape == reference.shape else float("inf")
+    scale = float(reference.float().abs().max())
+    allowed = float(opts["tolerance"]) * max(1.0, scale)
+    result = {"out": str(out), "format": fmt, "model": spec["name"], "method": clf.method_name,
+              "resolution": config.resolution, "width": config.width, "bn": clf.state_bn_mode(config),
+              "folded_pairs": folded, "checked_with": runner_label, "max_abs_diff": diff,
+              "tolerance": float(opts["tolerance"]), "max_abs_logit": scale, "allowed": allowed,
+              "bytes": out.stat().st_size}
+    if not diff <= allowed:
+        out.unlink(missing_ok=True)
+        raise VerifyError(f"verify: max abs difference {diff:.3g} > allowed {allowed:.3g} (tolerance "
+                          f"{opts['tolerance']:g} x max(1, largest |logit| {scale:.3g})) between "
+                          f"{out.name} ({runner_label}) and the switchable network; file removed")
+    return result
+
+
+def report(result: dict[str, Any]) -> str:
+    fold = f", BN folded into {result['folded_pairs']} convs" if result["folded_pairs"] else ""
+    lines = [
+        f"export: {result['method']} {result['model']} @ {result['resolution']}px, width {result['width']:g} "
+        f"(BN {result['bn']}{fold})",
+        f"wrote {result['out']} ({result['format']}, {result['bytes'] / 2**20:.1f} MiB)",
+        f"verify: max abs difference {result['max_abs_diff']:.3g} (allowed {result['allowed']:.3g}: tolerance "
+        f"{result['tolerance']:g} x max(1, largest |logit| {result['max_abs_logit']:.3g})) "
+        f"checked with {result['checked_with']}: OK",
+    ]
+    return "\n".join(lines)
