@@ -95,3 +95,18 @@ def test_truncated_checkpoint_gives_a_clear_error(trained, tmp_path):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="no file"):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("extra,evaluated", [([], False), (["trainer.check_val_every_n_epoch=2"], True)])
+def test_final_table_reuses_the_last_validation_only_when_it_is_current(extra, evaluated, tmp_path, monkeypatch):
+    from resnet_switch.evaluation import results
+
+    calls = []
+    real = results.evaluate_configs
+    monkeypatch.setattr(results, "evaluate_configs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    metrics = train(tiny_cfg(tmp_path, "trainer.limit_train_batches=2", "data.val_samples=16", *extra))
+    assert bool(calls) == evaluated  # no validation after the last step: evaluated afresh
+    logged = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    val = [r for r in logged if r.get("val/acc1@16")]
+    if not evaluated:  # the table's figures are the last validation's
+        assert float(val[-1]["val/acc1@16"]) == pytest.approx(metrics["acc1@16"], abs=1e-4)

@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .cli.overrides import CONF_DIR, check_overrides
+from .cli.overrides import CONF_DIR, check_overrides, parse_hydra_args
 from .deploy.runtime import pick_device
 from .errors import ConfigError, user_errors
 from .evaluation import query_table as qt
@@ -319,9 +319,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     import sys
 
+    args = parse_hydra_args(sys.argv[1:])
     with user_errors():
-        if not any(a.startswith("-") for a in sys.argv[1:]):
-            check_overrides(sys.argv[1:], "evaluate")
+        if args.composes_a_run and not args.multirun:
+            check_overrides(args.overrides, "evaluate", [CONF_DIR, *args.config_dirs])
     _hydra_main()
 
 

@@ -20,7 +20,8 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from .cli.options import check_type
-from .cli.overrides import CONF_DIR, check_group_choices, check_overrides
+from .cli.overrides import CONF_DIR, check_group_choices, check_overrides, parse_hydra_args
+from .cli.ranges import check_ranges
 from .errors import ConfigError, user_errors
 from .evaluation.results import final_results, publish_results
 from .methods import build_method
@@ -30,8 +31,9 @@ from .switch import check_resolutions
 from .training.allocator import keep_freed_memory
 from .training.checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
 from .training.lit_module import SwitchModule, metric_suffix
-from .training.speed import check_memory_format
-from .training.sweeps import cluster_plugins, quiet_schema_warning
+from .training.quiet import quiet_third_party
+from .training.speed import check_memory_format, resolve_memory_format
+from .training.sweeps import cluster_plugins
 
 METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
 MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles")
@@ -108,32 +110,22 @@ def instantiate_group(cfg: DictConfig | None, field: str) -> list:
             if c is not None and "_target_" in c]
 
 
-INTEGER_FIELDS = {  # field -> smallest allowed value (None values mean "unset" and pass)
-    "trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.log_every_n_steps": 1,
-    "trainer.check_val_every_n_epoch": 1, "data.batch_size": 1, "data.num_workers": 0,
-    "calibration_samples": 1, "seed": 0, "callbacks.last_checkpoint.every_n_train_steps": 1,
-}
-
-
-def check_integers(cfg: DictConfig) -> None:
-    """One-line errors for integer settings of the wrong type or range (before any work starts)."""
-    for field, lowest in INTEGER_FIELDS.items():
-        value = OmegaConf.select(cfg, field)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            raise ConfigError(f"{field}: expected an integer >= {lowest}, got {value!r}")
-
-
 def check_speed_options(cfg: DictConfig) -> None:
     """One-line errors for ``memory_format`` and ``compile`` (before any work starts)."""
-    check_memory_format(cfg.get("memory_format", "contiguous"))
+    check_memory_format(cfg.get("memory_format", "auto"))
     check_type("compile", cfg.get("compile", False), False)
+
+
+def on_cuda(trainer_cfg: DictConfig) -> bool:
+    """Whether the Trainer will run on CUDA (``accelerator`` gpu/cuda, or auto with a CUDA device)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model per configuration; returns ``{metric: value}``."""
-    check_integers(cfg)
+    quiet_third_party()  # again here: sweep launchers and spawned processes call train() directly
+    check_ranges(cfg)
     check_speed_options(cfg)
     keep_freed_memory()
     resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
@@ -162,7 +154,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   "model": OmegaConf.to_container(cfg.model, resolve=True)},
         calibration_samples=cfg.calibration_samples,
         sync_bn=bool(cfg.trainer.get("sync_batchnorm", False)),
-        memory_format=cfg.get("memory_format", "contiguous"), compile_net=cfg.get("compile", False),
+        memory_format=resolve_memory_format(cfg.get("memory_format", "auto"), net, on_cuda(cfg.trainer)),
+        compile_net=cfg.get("compile", False),
     )
     loggers = instantiate_group(cfg.get("logger"), "logger")
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
@@ -204,14 +197,14 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    quiet_schema_warning()
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
-    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    quiet_third_party()
+    args = parse_hydra_args(sys.argv[1:])
+    conf_dirs = [CONF_DIR, *args.config_dirs]
     with user_errors():
-        if multirun:
-            check_group_choices(overrides)
-        elif not any(a.startswith(("--", "-c", "-h")) for a in sys.argv[1:]):
-            check_overrides(overrides, "train")
+        if args.multirun:
+            check_group_choices(args.overrides, conf_dirs)
+        elif args.composes_a_run:
+            check_overrides(args.overrides, "train", conf_dirs)
     _hydra_main()
 
 

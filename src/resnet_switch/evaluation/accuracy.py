@@ -47,7 +47,8 @@ def evaluate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetCon
     net.eval()
     loader = datamodule.val_dataloader()
     batches = device_batches(datamodule, loader, device)
-    for i, batch in enumerate(tqdm(batches, total=len(loader), desc="evaluate", disable=not progress, leave=False)):
+    for i, batch in enumerate(tqdm(batches, total=len(loader), desc="evaluate", disable=None if progress else True,
+                                  leave=False)):
         if limit_batches is not None and i >= limit_batches:
             break
         for k, config in enumerate(configs):
@@ -68,7 +69,7 @@ def calibrate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetCo
     """Exact BN recalibration for each configuration on ``num_samples`` training images, each
     made at the configuration's resolution from the training crop on the device."""
     device = next(net.parameters()).device
-    for config in tqdm(configs, desc="calibrate BN", disable=not progress, leave=False):
+    for config in tqdm(configs, desc="calibrate BN", disable=None if progress else True, leave=False):
         loader = datamodule.calibration_dataloader()
         images = (b.at(config.resolution) for b in device_batches(datamodule, loader, device))
         calibrate_bn(net, images, config, num_samples)
