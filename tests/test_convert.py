@@ -157,8 +157,7 @@ def corrupt(state: dict, path, kind: str):
 
 @pytest.mark.parametrize("kind, message", [
     ("renamed", "src: missing key 'features.1.body.0.weight' (shape (32, 1, 3, 3)) that format=usnet model=mobilenetv1 "
-                "resolutions=[64] widths=[0.1, 0.25, 0.6, 1.0] expects; the file has 1 key(s) format=usnet "
-                "model=mobilenetv1 resolutions=[64] widths=[0.1, 0.25, 0.6, 1.0] does not expect, first "
+                "resolutions=[64] widths=[0.1, 0.25, 0.6, 1.0] expects; the file has 1 unexpected key(s), first "
                 "'features.1.body.0.wieght'"),
     ("shape", "src: key 'features.2.body.3.weight' has shape (128, 56, 1, 1) but format=usnet model=mobilenetv1 "
               "resolutions=[64] widths=[0.1, 0.25, 0.6, 1.0] expects (128, 64, 1, 1)"),

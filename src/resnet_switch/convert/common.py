@@ -1,4 +1,4 @@
-"""What every converter shares: reading a published file, matching its keys, writing our checkpoint.
+"""What every converter shares: reading a published file, building our network, matching its keys.
 
 A format module (:mod:`.rsnets`, :mod:`.san`, :mod:`.slimmable`) builds OUR network for the file
 and lists, for every tensor the official state dict holds, an :class:`Entry`: the official key, the
@@ -65,9 +65,9 @@ def unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
 
 
 def strip_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Remove a ``module.`` prefix carried by every key (DataParallel / DDP)."""
+    """Remove a ``module.`` prefix carried by every key (DataParallel / DDP, possibly nested)."""
     for prefix in PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
+        while state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
@@ -135,8 +135,7 @@ def apply_entries(state: Mapping[str, Tensor], entries: Sequence[Entry], label: 
         if e.key not in state:
             if not e.required:
                 continue
-            hint = f"; the file has {len(unexpected)} key(s) {label} does not expect, first {unexpected[0]!r}" \
-                if unexpected else ""
+            hint = f"; the file has {len(unexpected)} unexpected key(s), first {unexpected[0]!r}" if unexpected else ""
             raise ConvertError(f"src: missing key {e.key!r} (shape {shape_text(e.shape)}) that {label} expects{hint}")
         got = tuple(state[e.key].shape)
         if got != e.shape:
