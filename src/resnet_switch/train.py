@@ -144,7 +144,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)
     if ckpt_path is not None:
-        check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions)
+        check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions,
+                         spec=net.spec)
 
     module = SwitchModule(
         method, net, optim=OmegaConf.to_container(cfg.optim, resolve=True),

@@ -7,7 +7,9 @@ Device (``on_after_batch_transfer``): float, /255, normalise -> ``MultiResBatch`
 that same crop (bilinear, antialias; on the CPU from the uint8 crop, the cheap kernel, see
 ``MultiResBatch``). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
 Options: ``crop="multi"`` (ablation: an independent crop+flip per train resolution, made in the worker);
-``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val).
+``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val);
+``protocol``: the validation images of a source repository (:data:`PROTOCOLS`), to reproduce its
+published numbers with its weights; ``mean``/``std``: a normalisation other than the data set's.
 Worker items for those options are tuples of uint8 images, one per resolution, high to low.
 Under DDP every process loads its own share of each epoch (:mod:`.sampling`); ``batch_size`` is per
 process. ``imagefolder`` files that cannot be decoded are skipped or fail (``on_bad_image``).
@@ -30,8 +32,20 @@ from ..training.distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
 from .decode import DecodeCropFlip, EncodedJpeg
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
-from .multires import MultiResBatch
+from .multires import MultiResBatch, resize_align_corners
 from .sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
+
+# validation images per protocol (the official loaders, read from their code):
+#   ours: Resize(round(R / val_crop_ratio)) + CenterCrop(R) at the largest test resolution R in the
+#     worker, each smaller resolution resized from that crop on the device (bilinear, antialias);
+#   rsnets, san, slimmable: EVERY resolution r from the original image in the worker, PIL
+#     Resize(int(r / val_crop_ratio)) (shorter side, bilinear) + CenterCrop(r) (RS-Nets and SAN
+#     utils/dataloaders.py; slimmable_networks' Resize(256) + CenterCrop(224) is the 224 case);
+#   mutualnet: Resize(int(R / val_crop_ratio)) + CenterCrop(R) once (256/224), every resolution
+#     F.interpolate(bilinear, align_corners=True) of the normalised crop -- the rule its train.py
+#     uses for every batch, so here for training and calibration batches too.
+PROTOCOLS = ("ours", "rsnets", "san", "slimmable", "mutualnet")
+PER_RESOLUTION_PROTOCOLS = ("rsnets", "san", "slimmable")
 
 SYNTHETIC_TRAIN_SAMPLES = 8_000
 SYNTHETIC_VAL_SAMPLES = 2_000
@@ -126,6 +140,22 @@ class TransformedDataset(Dataset):
             return self.transform(image), label
 
 
+def unchanged(image):
+    """The identity (a picklable worker transform)."""
+    return image
+
+
+def check_normalization(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``(mean, std)`` as tuples (both or neither given; std positive)."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None or len(mean) != len(std) or not len(mean):
+        raise ValueError(f"data.mean / data.std: give both, one number per channel, got mean={mean!r} std={std!r}")
+    if any(not s > 0 for s in std):
+        raise ValueError(f"data.std: must be positive, got {std!r}")
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
 def _descending(resolutions: Sequence[int]) -> tuple[int, ...]:
     res = tuple(sorted({int(r) for r in resolutions}, reverse=True))
     if not res or res[-1] < 1:
@@ -155,9 +185,16 @@ class MultiResDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         seed: int = 0,
         on_bad_image: str = "skip",
+        protocol: str = "ours",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"data.protocol: unknown {protocol!r}; choose one of {list(PROTOCOLS)}")
+        self.protocol = protocol
+        self._mean, self._std = check_normalization(mean, std)
         if crop not in ("single", "multi"):
             raise ValueError(f"data.crop must be 'single' or 'multi', got {crop!r}")
         if resize_on not in ("device", "worker"):
@@ -204,11 +241,11 @@ class MultiResDataModule(L.LightningDataModule):
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return self.meta.mean
+        return self._mean if self._mean is not None else self.meta.mean
 
     @property
     def std(self) -> tuple[float, ...]:
-        return self.meta.std
+        return self._std if self._std is not None else self.meta.std
 
     @property
     def train_resolutions(self) -> tuple[int, ...]:
@@ -252,6 +289,13 @@ class MultiResDataModule(L.LightningDataModule):
         def centre(r: int):
             return v2.Compose([v2.Resize(round(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r)])
 
+        if self.protocol != "ours":  # the official loaders: int(r / ratio), resized as the image comes (PIL)
+            def official(r: int):
+                return v2.Compose([v2.Resize(int(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r), to_uint8])
+
+            if self.protocol in PER_RESOLUTION_PROTOCOLS:
+                return PerResolution(unchanged, {r: official(r) for r in self._test_res})
+            return official(self.max_test_resolution)
         if self.resize_on == "worker":
             return PerResolution(to_uint8, {r: centre(r) for r in self._test_res})
         return v2.Compose([to_uint8, centre(self.max_test_resolution)])
@@ -352,6 +396,9 @@ class MultiResDataModule(L.LightningDataModule):
         """(1, C, 1, 1) float tensors with x_uint8 * scale + shift = (x / 255 - mean) / std; one copy per device."""
         out = self._affine.get(device)
         if out is None:
+            if len(self.mean) != self.in_channels:
+                raise ValueError(f"data.mean / data.std: {len(self.mean)} entries but the images have "
+                                 f"{self.in_channels} channels")
             mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
             out = self._affine[device] = ((1.0 / (255.0 * std)).to(device), (-mean / std).to(device))
@@ -369,6 +416,8 @@ class MultiResDataModule(L.LightningDataModule):
             return batch
         images, targets = batch
         if isinstance(images, Tensor):
-            return MultiResBatch(self.normalize(images), targets, source=images, normalize=self.normalize)
+            resize = resize_align_corners if self.protocol == "mutualnet" else None
+            return MultiResBatch(self.normalize(images), targets, source=images, normalize=self.normalize,
+                                 resize=resize)
         per_resolution = {int(x.shape[-1]): self.normalize(x) for x in images}
         return MultiResBatch(per_resolution[max(per_resolution)], targets, per_resolution)

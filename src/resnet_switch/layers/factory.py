@@ -6,6 +6,8 @@ can treat layers differently by position:
 
 - ``stem``: the first conv (its input channels are the image's, never slimmed),
 - ``body``: convs/BNs inside blocks, ``shortcut``: the 1x1 projection of a residual block,
+- ``mid``: a bottleneck's inner convs/BNs (a quarter of the block's output channels); a kind of
+  ``body`` (:func:`base_role`) for factories that do not tell them apart,
 - ``expand``: a MobileNetV2 1x1 expansion (its output is ``t`` x its input: slimmable layers keep
   that ratio),
 - ``head``: layers whose outputs are never slimmed: the classifier (the classes) and MobileNet's
@@ -21,7 +23,12 @@ from torch import nn
 from ..switch import SwitchState
 from .private_bn import PrivateBatchNorm2d
 
-ROLES = ("stem", "body", "shortcut", "expand", "head")
+ROLES = ("stem", "body", "mid", "shortcut", "expand", "head")
+
+
+def base_role(role: str) -> str:
+    """``mid`` -> ``body``; other roles unchanged."""
+    return "body" if role == "mid" else role
 
 
 class PlainLayers:

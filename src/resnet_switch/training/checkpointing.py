@@ -75,8 +75,15 @@ def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     return method.eval(), net.eval(), meta
 
 
-def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions) -> None:
-    """Raise a one-line error when a checkpoint is resumed into a different run."""
+SPEC_FIELDS = {"widths": "method widths (method.width_range / method.widths)", "num_classes": "the data set's classes",
+               "in_channels": "the data set's channels", "layers": "the method's layers"}
+
+
+def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions,
+                     spec: dict[str, Any] | None = None) -> None:
+    """Raise a one-line error when a checkpoint is resumed into a different run. With ``spec`` (the
+    network this run builds), every architecture number both specs hold must agree too (e.g. a
+    converted checkpoint needs the options it was converted with: ``model.act=relu6``)."""
     got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]))
     want = (method, model, list(resolutions))
     for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
@@ -85,6 +92,26 @@ def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions)
                 f"ckpt_path: checkpoint was trained with {field}={g} but this run has {field}={w}; "
                 f"use {field}={g} or start a new run"
             )
+    if spec is None:
+        return
+    theirs, ours = _plain(meta["net"]), _plain(spec)
+    mine_layers, their_layers = ours.get("layer_kwargs") or {}, theirs.get("layer_kwargs") or {}
+    pairs = [(f"method.{k}", their_layers[k], mine_layers.get(k)) for k in their_layers]
+    pairs += [(SPEC_FIELDS.get(k, f"model.{k}"), theirs[k], ours[k]) for k in theirs
+              if k in ours and k not in ("name", "resolutions", "layer_kwargs")]
+    for field, g, w in pairs:
+        if g != w:
+            raise CheckpointError(f"ckpt_path: checkpoint's network has {field}={g} but this run builds "
+                                  f"{field}={w}; set {field} to the checkpoint's value or start a new run")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (specs read from files and built in memory compare equal)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @contextmanager

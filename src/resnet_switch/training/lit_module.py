@@ -87,6 +87,9 @@ class SwitchModule(L.LightningModule):
                                    for c in self.eval_configs})
         self.acc5 = nn.ModuleDict({_module_key(c): MulticlassAccuracy(num_classes, top_k=top5, average="micro")
                                    for c in self.eval_configs})
+        # the method's ensemble of its evaluation configurations (RS-Net): val/acc1_ensemble
+        self.acc1_ensemble = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self._ensemble_seen = False
         self.memory_format = resolve_memory_format(memory_format, self.net, torch.cuda.is_available())
         if self.memory_format == "channels_last":
             use_channels_last(self.net)
@@ -160,11 +163,18 @@ class SwitchModule(L.LightningModule):
         self.recalibrate()
 
     def validation_step(self, batch: MultiResBatch, batch_idx: int) -> None:
+        full_width: dict[int, Tensor] = {}
         for config in self.eval_configs:
             with self.net.switch(config, self.eval_bn_mode):
                 logits = self.net(batch.at(config.resolution))
             self.acc1[_module_key(config)].update(logits, batch.targets)
             self.acc5[_module_key(config)].update(logits, batch.targets)
+            if config.width == 1.0:
+                full_width[config.resolution] = logits
+        ensemble = self.method.ensemble(full_width)
+        if ensemble is not None:
+            self.acc1_ensemble.update(ensemble, batch.targets)
+            self._ensemble_seen = True
 
     def on_validation_epoch_end(self) -> None:
         top1, top5 = [], []
@@ -179,6 +189,10 @@ class SwitchModule(L.LightningModule):
             top1.append(acc1)
             top5.append(acc5)
         self.log("val/acc1_mean", torch.stack(top1).mean() * 100, prog_bar=True, sync_dist=True)
+        if self._ensemble_seen:
+            self.log("val/acc1_ensemble", self.acc1_ensemble.compute() * 100, sync_dist=True)
+            self.acc1_ensemble.reset()
+            self._ensemble_seen = False
         if not self.trainer.sanity_checking:  # one host copy per validation, for the final report
             values = (torch.stack([*top1, *top5]) * 100).tolist()
             n = len(self.eval_configs)
