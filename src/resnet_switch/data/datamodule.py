@@ -383,7 +383,7 @@ class MultiResDataModule(L.LightningDataModule):
     def _device_decode_error(self, path: str, err: BaseException) -> None:
         """A training JPEG the device could not decode (nor the CPU after it): the bad-image policy."""
         log = getattr(self._datasets.get("train"), "bad_images", None)
-        (log or BadImageLog(1, "fail")).report(None, path, err)
+        (log or BadImageLog(1, self.on_bad_image)).report(None, path, err)
 
     # ---- device side ------------------------------------------------------------------------------
     def _scale_shift(self, device: torch.device) -> tuple[Tensor, Tensor]:
