@@ -337,7 +337,8 @@ def part_ddp(ctx: Context) -> None:
         accelerator = "gpu" if ctx.device == "cuda" else "cpu"
         argv = [sys.executable, "-m", "resnet_switch.train", "trainer=ddp", f"trainer.devices={devices}",
                 f"trainer.accelerator={accelerator}", *DDP_MODEL[ctx.device],
-                "data.batch_size=32", "data.num_workers=2", "data.train_samples=640", "data.val_samples=64",
+                "data.batch_size=32", "data.num_workers=2", f"data.train_samples={32 * 5 * devices}",
+                "data.val_samples=64",
                 "trainer.max_epochs=1", "trainer.limit_train_batches=5", "trainer.limit_val_batches=1",
                 "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "logger=none",
                 f"hydra.run.dir={run_dir}",
