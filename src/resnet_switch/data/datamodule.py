@@ -13,6 +13,8 @@ published numbers with its weights; ``mean``/``std``: a normalisation other than
 Worker items for those options are tuples of uint8 images, one per resolution, high to low.
 Under DDP every process loads its own share of each epoch (:mod:`.sampling`); ``batch_size`` is per
 process. ``imagefolder`` files that cannot be decoded are skipped or fail (``on_bad_image``).
+``decode="device"`` (``imagefolder``, training): the workers read the JPEGs and draw their crops, the
+GPU decodes them (:mod:`.device_decode`); without CUDA the workers decode (the same order and crops).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -31,6 +34,7 @@ from ..training.distributed import rank as rank_of_process
 from ..training.distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
 from .decode import DecodeCropFlip, EncodedJpeg
+from .device_decode import DeferredCollate, DeferredJpegBatch, decode_batch, device_decode_available
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
 from .multires import MultiResBatch, resize_align_corners
 from .sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
@@ -156,6 +160,29 @@ def check_normalization(mean, std) -> tuple[tuple[float, ...] | None, tuple[floa
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+DECODE_PLACES = ("worker", "device")
+
+
+def check_decode(decode: str, name: str, crop: str, resize_on: str) -> bool:
+    """Check ``data.decode``; True when the training JPEGs will be decoded on the GPU (``device``
+    with CUDA and TorchCodec; otherwise ``device`` falls back to the workers, said once)."""
+    if decode not in DECODE_PLACES:
+        raise ValueError(f"data.decode must be 'worker' or 'device', got {decode!r}")
+    if decode == "worker":
+        return False
+    if name != "imagefolder":
+        raise ValueError(f"data.decode=device: only data=imagefolder reads JPEG files (data={name}); "
+                         "use data.decode=worker")
+    if crop != "single" or resize_on != "device":
+        raise ValueError("data.decode=device needs data.crop=single and data.resize_on=device (one crop per "
+                         "sample, resized on the device); use data.decode=worker")
+    if not device_decode_available():
+        rank_zero_info("data.decode=device: no CUDA device (or no TorchCodec), so the workers decode the JPEGs: "
+                       "the same sample order and crops as data.decode=worker")
+        return False
+    return True
+
+
 def _descending(resolutions: Sequence[int]) -> tuple[int, ...]:
     res = tuple(sorted({int(r) for r in resolutions}, reverse=True))
     if not res or res[-1] < 1:
@@ -188,6 +215,7 @@ class MultiResDataModule(L.LightningDataModule):
         protocol: str = "ours",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        decode: str = "worker",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -203,6 +231,7 @@ class MultiResDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"data.on_bad_image: unknown {on_bad_image!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
+        self.decode_on_device = check_decode(decode, name, crop, resize_on)
         self.on_bad_image = on_bad_image
         self.name, self.root, self.download = name, root, bool(download)
         self._train_res = _descending(train_resolutions)
@@ -276,8 +305,10 @@ class MultiResDataModule(L.LightningDataModule):
 
         if self.crop == "multi":
             return PerResolution(to_uint8, {r: v2.Compose([crop(r), flip]) for r in self._train_res})
-        # one crop + flip; a lazily opened JPEG (imagefolder) is decoded at the scale its crop needs
-        one_crop = DecodeCropFlip(self.max_train_resolution, self.crop_scale, self.in_channels, to_uint8)
+        # one crop + flip; a lazily opened JPEG (imagefolder) is decoded at the scale its crop needs,
+        # or only read, its crop drawn and decoded on the GPU (decode=device)
+        one_crop = DecodeCropFlip(self.max_train_resolution, self.crop_scale, self.in_channels, to_uint8,
+                                  defer=self.decode_on_device)
         if self.resize_on == "worker":
             return PerResolution(one_crop, {r: v2.Resize([r, r], antialias=True) for r in self._train_res})
         return one_crop
@@ -336,6 +367,7 @@ class MultiResDataModule(L.LightningDataModule):
         return self._datasets[split]
 
     def _loader(self, dataset: Dataset, sampler, train: bool, cls=DataLoader) -> DataLoader:
+        deferred = train and self.decode_on_device  # training items may be DeferredCrops
         return cls(
             dataset,
             batch_size=self.batch_size,
@@ -345,6 +377,7 @@ class MultiResDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=DeferredCollate(self.in_channels, self.max_train_resolution) if deferred else None,
         )
 
     def train_dataloader(self) -> ResumableLoader:
@@ -391,6 +424,11 @@ class MultiResDataModule(L.LightningDataModule):
         logs = [getattr(d, "bad_images", None) for d in self._datasets.values()]
         return sum(log.count() for log in logs if log is not None)
 
+    def _device_decode_error(self, path: str, err: BaseException) -> None:
+        """A training JPEG the device could not decode (nor the CPU after it): the bad-image policy."""
+        log = getattr(self._datasets.get("train"), "bad_images", None)
+        (log or BadImageLog(1, self.on_bad_image)).report(None, path, err)
+
     # ---- device side ------------------------------------------------------------------------------
     def _scale_shift(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(1, C, 1, 1) float tensors with x_uint8 * scale + shift = (x / 255 - mean) / std; one copy per device."""
@@ -411,9 +449,13 @@ class MultiResDataModule(L.LightningDataModule):
         return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        """``(uint8 images | tuple of them, targets)`` on the device -> ``MultiResBatch``."""
+        """``(uint8 images | tuple of them, targets)`` or a :class:`DeferredJpegBatch` (decoded here)
+        on the device -> ``MultiResBatch``."""
         if isinstance(batch, MultiResBatch):
             return batch
+        if isinstance(batch, DeferredJpegBatch):
+            mode = "RGB" if self.in_channels == 3 else "L"
+            batch = decode_batch(batch, mode, on_error=self._device_decode_error), batch.targets
         images, targets = batch
         if isinstance(images, Tensor):
             resize = resize_align_corners if self.protocol == "mutualnet" else None

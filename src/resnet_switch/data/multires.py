@@ -29,12 +29,13 @@ def resize_align_corners(images: Tensor, resolution: int) -> Tensor:
 
 def resize_uint8(images: Tensor, resolution: int) -> Tensor:
     """Resize uint8 ``(B, C, H, W)`` images to uint8 ``(B, C, r, r)``, bilinear with antialias. 3 or 4
-    channels run torch's uint8 kernel (CPU, channels-last; ~8x cheaper than the float kernel); other
-    channel counts go through the float kernel, rounded. Returns ``images`` when already r x r."""
+    channels on the CPU run torch's uint8 kernel (channels-last; ~8x cheaper than the float kernel);
+    other channel counts and devices (CUDA has no uint8 kernel) go through the float kernel, rounded.
+    Returns ``images`` when already r x r."""
     if images.shape[-2:] == (resolution, resolution):
         return images
     x = images.contiguous(memory_format=torch.channels_last)
-    if x.shape[1] not in (3, 4):
+    if not uint8_resize_applies(x):
         out = F.interpolate(x.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
                             align_corners=False)
         return out.round_().clamp_(0, 255).to(torch.uint8)

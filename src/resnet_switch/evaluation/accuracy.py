@@ -20,7 +20,10 @@ from ..switch import SubnetConfig
 
 
 def to_device(batch, device: torch.device):
-    """``(images | tuple of images, targets)`` -> same structure on ``device`` (non-blocking)."""
+    """``(images | tuple of images, targets)`` -> same structure on ``device`` (non-blocking); a batch
+    object (``data.decode=device``) moves itself."""
+    if not isinstance(batch, (tuple, list)):
+        return batch.to(device, non_blocking=True)
     images, targets = batch
     if isinstance(images, Tensor):
         images = images.to(device, non_blocking=True)
