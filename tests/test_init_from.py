@@ -82,6 +82,22 @@ def test_new_class_count_replaces_only_the_classifier(tmp_path, method, caplog):
         assert bn.calibrated and bn.calibrated.keys() == rebuild_from_checkpoint(load_checkpoint(path))[1].net.bn1.calibrated.keys()
 
 
+def test_statistics_of_configurations_not_recalibrated_are_dropped(tmp_path, caplog):
+    """A target evaluating widths {1, 0.75, 0.5} keeps those statistics and drops the checkpoint's
+    0.625 ones (range [0.25, 1]: 0.625 is its middle width), which no validation would refresh."""
+    path = write_checkpoint(tmp_path / "src.ckpt", "mutualnet", method_kwargs={"width_range": [0.25, 1.0]})
+    source_keys = set(rebuild_from_checkpoint(load_checkpoint(path))[1].net.bn1.calibrated)
+    method, target = build_method_and_net("mutualnet", [16, 12], "resnet20", 10,
+                                          method_kwargs={"width_range": [0.5, 1.0]}, model_kwargs=SMALL)
+    keep = method.eval_configs()
+    with caplog.at_level(logging.INFO, logger="resnet_switch.training.init_from"):
+        summary = init_from_checkpoint(target, path, "mutualnet", keep_statistics=keep)
+    kept = set(target.net.bn1.calibrated)
+    assert kept == source_keys & {c.key() for c in keep} and {"r16_w1", "r12_w1"} <= kept
+    assert summary["dropped_statistics"] == len(source_keys - kept) == 4  # 0.625 and 0.25 x 2 resolutions
+    assert "statistics of 4 configurations dropped" in caplog.text
+
+
 def test_classifier_replace_forces_a_new_head_with_the_same_classes(tmp_path):
     path = write_checkpoint(tmp_path / "src.ckpt", "rsnet")
     target = target_net("rsnet")

@@ -169,7 +169,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions)
     elif cfg.model.get("init_from"):  # a resumed run already holds the fine-tuned weights
         init_from_checkpoint(net, cfg.model.init_from, cfg.method.name, cfg.model.get("init_bn_mode"),
-                             cfg.model.get("init_classifier", "auto"))
+                             cfg.model.get("init_classifier", "auto"),
+                             keep_statistics=method.eval_configs() if method.needs_calibration else [])
 
     module = SwitchModule(
         method, net, optim=OmegaConf.to_container(cfg.optim, resolve=True),

@@ -27,23 +27,26 @@ What fits (anything else is refused with one line naming the field to change):
   checkpoint's smallest start from untrained slices, said in the log).
 
 Method state (RS-Net's ensemble weights, MutualNet's width sampler) is not copied: the new task
-learns its own.
+learns its own. Stored BN statistics are kept for the configurations the run recalibrates at every
+validation (slimmable methods' evaluation configurations) and dropped for the others, which would go
+stale once the weights move.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..layers.calibration import calibratable_layers
 from ..layers.private_bn import PrivateBatchNorm2d
 from ..models.switchable import SwitchableNet
-from ..switch import BNBlend, SwitchState, interpolation_blend
+from ..switch import BNBlend, SubnetConfig, SwitchState, interpolation_blend
 from .checkpointing import CHECKPOINT_KEY, CheckpointError, load_checkpoint, rebuild_net
 
 log = logging.getLogger(__name__)
@@ -57,10 +60,16 @@ SPEC_NOT_ARCHITECTURE = ("name", "resolutions", "layers", "widths", "num_classes
 
 
 def init_from_checkpoint(net: SwitchableNet, path: str | os.PathLike, method_name: str,
-                         bn_mode: str | None = None, classifier: str = "auto") -> dict[str, Any]:
+                         bn_mode: str | None = None, classifier: str = "auto",
+                         keep_statistics: Sequence[SubnetConfig] | None = None) -> dict[str, Any]:
     """Copy the checkpoint at ``path`` into ``net`` (built for this run); returns a summary
-    ``{tensors, classifier, replaced, remapped_bn}``. Raises a one-line ``ConfigError`` when it does
-    not fit (see the module docstring)."""
+    ``{tensors, classifier, replaced, remapped_bn, dropped_statistics}``. Raises a one-line
+    ``ConfigError`` when it does not fit (see the module docstring).
+
+    ``keep_statistics``: configurations whose stored (recalibrated) BN statistics are kept; the
+    others are dropped. Training passes the configurations it recalibrates at every validation:
+    statistics of any other configuration would go stale as soon as the weights move. ``None``
+    keeps them all (the copied network then equals the checkpoint's everywhere)."""
     if bn_mode not in INIT_BN_MODES:
         raise ConfigError(f"model.init_bn_mode: unknown {bn_mode!r}; choose null, nearest or interpolate")
     if classifier not in CLASSIFIER_POLICIES:
@@ -77,6 +86,7 @@ def init_from_checkpoint(net: SwitchableNet, path: str | os.PathLike, method_nam
     old_classes, new_classes = src_spec["num_classes"], net.spec["num_classes"]
     replace = classifier == "replace" or old_classes != new_classes
     copied, remapped = transfer_layers(source, net, skip={head} if replace else set(), bn_mode=bn_mode)
+    dropped = 0 if keep_statistics is None else drop_statistics(net, keep_statistics)
     verb = "replaced" if replace else "kept"
     log.info("init_from: %s tensors copied from %s (method=%s, model=%s, resolutions %s, widths %s)", copied,
              path, src_method, src_spec["name"], src_spec["resolutions"], src_spec["widths"])
@@ -84,10 +94,14 @@ def init_from_checkpoint(net: SwitchableNet, path: str | os.PathLike, method_nam
     if remapped:
         log.info("init_from: %s BN layers re-indexed to resolutions %s from the checkpoint's %s (%s)",
                  remapped, list(net.spec["resolutions"]), src_spec["resolutions"], bn_mode or "same resolutions")
+    if dropped:
+        log.info("init_from: stored BN statistics of %s configurations dropped (this run does not recalibrate "
+                 "them: they would go stale)", dropped)
     lowest = min(src_spec["widths"])
     if src_spec["layers"] == "slimmable" and min(net.spec["widths"]) < lowest:
         log.info("init_from: widths below %s were not trained in the checkpoint; they start from its slices", lowest)
-    return {"tensors": copied, "classifier": head, "replaced": replace, "remapped_bn": remapped}
+    return {"tensors": copied, "classifier": head, "replaced": replace, "remapped_bn": remapped,
+            "dropped_statistics": dropped}
 
 
 # ------------------------------------------------------------------------------ what fits
@@ -207,6 +221,17 @@ def copy_bn_by_resolution(src: nn.Module, src_state: SwitchState, tgt: nn.Module
             getattr(bn, key).copy_(value)
         bn.num_batches_tracked.copy_(src.sets[blend.indices[0]].num_batches_tracked)
     return 5 * len(sets)
+
+
+def drop_statistics(net: SwitchableNet, keep: Sequence[SubnetConfig]) -> int:
+    """Remove stored BN statistics of configurations not in ``keep``; returns how many were removed."""
+    keys = {c.key() for c in keep}
+    dropped: set[str] = set()
+    for layer in calibratable_layers(net):
+        for key in [k for k in layer.calibrated if k not in keys]:
+            del layer.calibrated[key]
+            dropped.add(key)
+    return len(dropped)
 
 
 def source_blend(state: SwitchState, resolution: int, bn_mode: str | None) -> BNBlend:
