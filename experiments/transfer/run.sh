@@ -4,7 +4,8 @@
 # (5 shapes x vertical/horizontal stripes), seed 0. Target: the 15-class set (adds the 5 checker
 # classes; classifier 10 -> 15 replaced), other samples (seed 1), a small budget: 1280 images per
 # epoch x 5 epochs. Both target runs use the same recipe and seed; only the initialisation differs.
-# Two seeds of the target pair (1, 2). ~50 min on 2 shared cores (one thread per run, two in parallel).
+# Two seeds of the target pair (1, 2), one thread per run, two in parallel. Recorded: ~100 min wall on
+# the shared 2-core machine under heavy load (the source alone: 9.2 CPU-min, 38 min wall).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
