@@ -12,13 +12,14 @@ from .helpers import compose_train, run_cli
 
 TRAIN_CASES = [
     (["method=foo"], "method"),
-    (["model=vgg16"], "model"),
+    (["model=vgg19"], "model"),
     (["data=imagenet21k"], "data"),
     (["data.resolutions=[16,32]"], "data.resolutions"),
     (["data.resolutions=[32,32]"], "data.resolutions"),
     (["data.resolutions=[32,0]"], "data.resolutions"),
     (["data.resolutions=[32,-16]"], "data.resolutions"),
     (["ckpt_path=/no/such/file.ckpt"], "ckpt"),
+    (["model.init_from=/no/such/file.ckpt"], "model.init_from"),
     (["data=imagefolder", "data.root=/no/such/dir"], "data.root"),
     (["data=cifar10", "data.root=/no/such/dir"], "data"),
     (["method.distill=fancy"], "method.distill"),

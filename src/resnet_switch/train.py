@@ -30,13 +30,15 @@ from .models import load_plain_weights
 from .switch import check_resolutions
 from .training.allocator import keep_freed_memory
 from .training.checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
+from .training.init_from import init_from_checkpoint
 from .training.lit_module import SwitchModule, metric_suffix
 from .training.quiet import quiet_third_party
 from .training.speed import check_memory_format, resolve_memory_format
 from .training.sweeps import cluster_plugins
 
 METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
-MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles")
+INIT_FROM_REQUIRED = "required"  # an experiment's model.init_from that the command line must fill
+MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles", "init_from", "init_bn_mode", "init_classifier")
 
 
 def wandb_offline() -> bool:
@@ -122,9 +124,21 @@ def on_cuda(trainer_cfg: DictConfig) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
+def check_init_options(cfg: DictConfig) -> None:
+    """``model.init_from``: given when an experiment requires it (``init_from: required``; Hydra's
+    ``???`` cannot override the model file's ``null``), not with ``model.pretrained``."""
+    if cfg.model.get("init_from") == INIT_FROM_REQUIRED:
+        raise ConfigError("model.init_from: this experiment fine-tunes a trained network; pass "
+                          "model.init_from=PATH of a checkpoint written by resnet_switch.train")
+    if cfg.model.get("init_from") and cfg.model.get("pretrained"):
+        raise ConfigError("model.pretrained: give either model.pretrained (a plain torchvision state dict) or "
+                          "model.init_from (a resnet_switch checkpoint), not both")
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model per configuration; returns ``{metric: value}``."""
     quiet_third_party()  # again here: sweep launchers and spawned processes call train() directly
+    check_init_options(cfg)
     check_ranges(cfg)
     check_speed_options(cfg)
     keep_freed_memory()
@@ -146,6 +160,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path is not None:
         check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions,
                          spec=net.spec)
+    elif cfg.model.get("init_from"):  # a resumed run already holds the fine-tuned weights
+        init_from_checkpoint(net, cfg.model.init_from, cfg.method.name, cfg.model.get("init_bn_mode"),
+                             cfg.model.get("init_classifier", "auto"),
+                             keep_statistics=method.eval_configs() if method.needs_calibration else [])
 
     module = SwitchModule(
         method, net, optim=OmegaConf.to_container(cfg.optim, resolve=True),

@@ -11,7 +11,12 @@ can treat layers differently by position:
 - ``expand``: a MobileNetV2 1x1 expansion (its output is ``t`` x its input: slimmable layers keep
   that ratio),
 - ``head``: layers whose outputs are never slimmed: the classifier (the classes) and MobileNet's
-  last 1x1 conv (1280 channels at every width, as in US-Net/MutualNet).
+  last 1x1 conv (1280 channels at every width, as in US-Net/MutualNet); a hidden fully connected
+  layer (VGG's 4096-unit ones) is ``body``.
+
+``linear(..., in_positions=P)``: the input is a flattened ``(C, H, W)`` map with ``P = H*W``
+positions per channel (VGG's first FC: ``512*7*7``); channel-major flattening makes the first ``c``
+channels the first ``c*P`` features, so a slimmable factory slims it as ``P`` x the channels.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ class PlainLayers:
     def bn(self, num_features: int, *, role: str = "body") -> nn.Module:
         return nn.BatchNorm2d(num_features)
 
-    def linear(self, in_features: int, out_features: int, *, role: str = "head") -> nn.Module:
+    def linear(self, in_features: int, out_features: int, *, role: str = "head", in_positions: int = 1) -> nn.Module:
         return nn.Linear(in_features, out_features)
 
 

@@ -280,6 +280,8 @@ class SlimmableLayers(PlainLayers):
     is the one the latest conv with that many output channels produced (the layers of a backbone are
     built in data-flow order), so the BN and depthwise conv on a hidden dimension, the projection
     that consumes it and a bottleneck's inner convs all keep their producer's rounding.
+    A ``body`` linear (VGG's hidden FCs) slims both sides; ``in_positions=P`` slims a flattened map by
+    whole channels (``P`` features each).
     """
 
     def __init__(self, state: SwitchState, divisor: int = 8, private_bn_per_width: bool = False,
@@ -327,9 +329,14 @@ class SlimmableLayers(PlainLayers):
         cls = WidthPrivateBatchNorm2d if self.private_bn_per_width else SlimmableBatchNorm2d
         return cls(self._dim(num_features, slim=role != "head"), state=self.state)
 
-    def linear(self, in_features: int, out_features: int, *, role: str = "head") -> nn.Module:
-        in_dim = self._dim(in_features, slim=self._last_conv_slims_out if role == "head" else True)
+    def linear(self, in_features: int, out_features: int, *, role: str = "head", in_positions: int = 1) -> nn.Module:
+        slim_in = self._last_conv_slims_out if role == "head" else True
+        if in_positions > 1:  # a flattened (C, H, W) map: C channels slim, P = H*W features each
+            in_dim = ChannelDim(in_features, slim=slim_in, ratio=in_positions, divisor=self.divisor)
+        else:
+            in_dim = self._dim(in_features, slim=slim_in)
         out_dim = self._dim(out_features, slim=role != "head")
+        self._last_conv_slims_out = out_dim.slim  # a hidden FC feeds the next linear like a conv
         return SlimmableLinear(in_dim, out_dim, state=self.state)
 
 

@@ -65,14 +65,19 @@ def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     from ..methods import build_method  # local: methods import this module's users
 
     meta = ckpt[CHECKPOINT_KEY]
-    spec = dict(meta["net"])
     method_meta = dict(meta["method"])
-    method = build_method(method_meta["name"], spec["resolutions"], **method_meta.get("kwargs", {}))
-    net = build_switchable(**spec)
+    method = build_method(method_meta["name"], meta["net"]["resolutions"], **method_meta.get("kwargs", {}))
+    net = rebuild_net(ckpt)
     state = ckpt["state_dict"]
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
     method.load_state_dict({k[len("method."):]: v for k, v in state.items() if k.startswith("method.")})
-    return method.eval(), net.eval(), meta
+    return method.eval(), net, meta
+
+
+def rebuild_net(ckpt: dict[str, Any]) -> SwitchableNet:
+    """The checkpoint's switchable network alone, weights loaded, in eval mode."""
+    net = build_switchable(**dict(ckpt[CHECKPOINT_KEY]["net"]))
+    net.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    return net.eval()
 
 
 SPEC_FIELDS = {"widths": "method widths (method.width_range / method.widths)", "num_classes": "the data set's classes",
