@@ -111,6 +111,7 @@ RULES: dict[str, Rule] = {
     "model.base_width": Int(1),
     "model.width_mult": Real(0.0, open_low=True),
     "model.dropout": Real(0.0, 1.0, open_high=True),
+    "model.hidden": Int(1),
     # data/
     "data.batch_size": Int(1),
     "data.num_workers": Int(0),
