@@ -136,6 +136,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_integers(cfg)
     check_speed_options(cfg)
     keep_freed_memory()
+    if check_task(cfg) != "classification":
+        return train_other_task(cfg)
     resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -180,6 +182,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {f"acc1@{metric_suffix_row(r)}": r["top1"] for r in rows}
     _finish_wandb(loggers)
     return metrics
+
+
+TASKS = ("classification", "detection")
+
+
+def check_task(cfg: DictConfig) -> str:
+    """The task; one line when a method or data option belongs to another task."""
+    task = cfg.get("task", "classification")
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown {task!r}; choose one of {list(TASKS)}")
+    for group in ("method", "data"):
+        if task == "classification" and cfg[group].get("task") == "detection":
+            raise ConfigError(f"{group}: {cfg[group].get('name')!r} is a detection option; add task=detection")
+    return task
+
+
+def train_other_task(cfg: DictConfig) -> dict[str, float]:
+    """``task=detection``: the detection package trains (README "Detection")."""
+    if cfg.get("compile") or cfg.get("memory_format", "contiguous") != "contiguous":
+        raise ConfigError("compile/memory_format: not supported with task=detection; drop them")
+    from .detection.train import train_detection
+
+    return train_detection(cfg)
 
 
 def metric_suffix_row(row: dict[str, Any]) -> str:
