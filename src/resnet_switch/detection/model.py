@@ -59,18 +59,18 @@ class SwitchableDetector(SwitchableNet):
         return self.net.backbone.costs(config)
 
 
-def check_anchor_sizes(anchor_sizes: Sequence[int], levels: int) -> tuple[tuple[int], ...]:
-    sizes = tuple(anchor_sizes)
-    if len(sizes) != levels or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
-        raise ValueError(f"detector.anchor_sizes: need {levels} positive integers (one per FPN level, finest "
-                         f"first), got {list(sizes)}")
-    return tuple((s,) for s in sizes)
+def anchor_sizes(anchor_base: int, levels: int) -> tuple[tuple[int], ...]:
+    """One anchor size per FPN level, doubling with the level's stride: ``anchor_base * 2**i``
+    (torchvision's Mask R-CNN: 32, 64, 128, 256, 512)."""
+    if isinstance(anchor_base, bool) or not isinstance(anchor_base, int) or anchor_base <= 0:
+        raise ValueError(f"detector.anchor_base: a positive integer (px of the finest level's anchor), got {anchor_base!r}")
+    return tuple((anchor_base * 2**i,) for i in range(levels))
 
 
 def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, layers: str = "private_bn",
                    widths: Sequence[float] = (1.0,), layer_kwargs: dict | None = None,
                    backbone_kwargs: dict | None = None, masks: bool = True, fpn_channels: int = 256,
-                   anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
+                   anchor_base: int = 32,
                    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), max_size: int | None = None,
                    box_head_dim: int = 1024, mask_head_channels: Sequence[int] = (256, 256, 256, 256),
                    image_mean: Sequence[float] = IMAGENET_MEAN, image_std: Sequence[float] = IMAGENET_STD,
@@ -83,8 +83,8 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
         num_classes: object classes + 1 (index 0 is the background, torchvision's convention).
         layers, widths, layer_kwargs: the backbone's layer factory (``private_bn`` for RS-Net style,
             ``slimmable`` for US-Net / MutualNet style) and its switchable widths.
-        anchor_sizes: one anchor size (px, at the resized image) per FPN level, finest first
-            (``len(stages) + 1``: the extra ``pool`` level).
+        anchor_base: anchor size (px of the resized image) at the finest FPN level, doubled at
+            each coarser one (the ``pool`` level included).
         max_size: cap of the longer image side (default ``ceil(5/3 * sizes[0])``, MutualNet's 1000/600).
         box_head_dim, mask_head_channels: widths of torchvision's box MLP and mask conv head.
         detector_kwargs: further ``MaskRCNN``/``FasterRCNN`` arguments (``rpn_*``, ``box_*``).
@@ -96,14 +96,14 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
     spec = dict(backbone=backbone, sizes=list(sizes), num_classes=num_classes, layers=layers,
                 widths=[float(w) for w in widths], layer_kwargs=dict(layer_kwargs or {}),
                 backbone_kwargs=dict(backbone_kwargs or {}), masks=bool(masks), fpn_channels=int(fpn_channels),
-                anchor_sizes=list(anchor_sizes), aspect_ratios=[float(a) for a in aspect_ratios],
+                anchor_base=anchor_base, aspect_ratios=[float(a) for a in aspect_ratios],
                 max_size=int(max_size or -(-5 * sizes[0] // 3)), box_head_dim=int(box_head_dim),
                 mask_head_channels=list(mask_head_channels), image_mean=list(image_mean),
                 image_std=list(image_std), detector_kwargs=dict(detector_kwargs or {}))
     body = build_detection_backbone(backbone, sizes, layers, widths, layer_kwargs, fpn_channels,
                                     pretrained_backbone, **spec["backbone_kwargs"])
     levels = [str(i) for i in range(len(body.stage_dims))]
-    anchors = AnchorGenerator(check_anchor_sizes(anchor_sizes, len(levels) + 1),
+    anchors = AnchorGenerator(anchor_sizes(anchor_base, len(levels) + 1),
                               (tuple(spec["aspect_ratios"]),) * (len(levels) + 1))
     common: dict[str, Any] = dict(
         num_classes=None, min_size=sizes[0], max_size=spec["max_size"], rpn_anchor_generator=anchors,

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..evaluation.reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
 from ..switch import SubnetConfig, check_resolutions
 from ..training.checkpointing import AtomicCheckpointIO
+from ..training.lit_module import metric_suffix
 from ..training.sweeps import cluster_plugins
 from .lit_module import DetectionModule
 from .methods import build_detection_method
@@ -28,7 +29,7 @@ from .model import build_detector
 DATA_KEYS_NOT_ARGS = ("name", "task", "resolutions", "root", "calibration_samples")
 METHOD_KEYS_NOT_ARGS = ("name", "task")
 MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles", "dropout")
-DETECTOR_ARGS = ("masks", "fpn_channels", "anchor_sizes", "aspect_ratios", "max_size", "box_head_dim",
+DETECTOR_ARGS = ("masks", "fpn_channels", "anchor_base", "aspect_ratios", "max_size", "box_head_dim",
                  "mask_head_channels", "image_mean", "image_std")
 
 
@@ -102,7 +103,7 @@ def train_detection(cfg: DictConfig) -> dict[str, float]:
     rows = final_ap(trainer, module, datamodule)
     if trainer.is_global_zero:
         publish_detection_results(rows, run_dir, title=f"{cfg.method.name} / {cfg.model.name} / {cfg.data.name}")
-    return {f"bbox_ap@{r['resolution']}_w{r['width']:g}": r["bbox_ap"] for r in rows}
+    return {f"bbox_ap@{metric_suffix(SubnetConfig(r['resolution'], r['width']))}": r["bbox_ap"] for r in rows}
 
 
 def final_ap(trainer: L.Trainer, module: DetectionModule, datamodule) -> list[dict[str, Any]]:

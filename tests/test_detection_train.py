@@ -1,0 +1,136 @@
+"""Detection training: one step of each method, the task=detection command end to end, and the
+one-line refusals of options from the other task."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from torch.utils.data import DataLoader
+
+from resnet_switch.cli.overrides import CONF_DIR
+from resnet_switch.detection.datamodule import collate_detection, to_float_image
+from resnet_switch.detection.lit_module import DetectionModule
+from resnet_switch.detection.methods import build_detection_method
+from resnet_switch.detection.model import build_detector
+from resnet_switch.detection.synthetic import SyntheticDetection
+from resnet_switch.errors import ConfigError
+from resnet_switch.switch import SubnetConfig
+from resnet_switch.train import train
+
+SIZES = [64, 48]
+TINY_DETECTOR = dict(fpn_channels=16, box_head_dim=32, mask_head_channels=[8], anchor_base=8,
+                     backbone_kwargs={"base_width": 8},
+                     detector_kwargs=dict(rpn_pre_nms_top_n_train=50, rpn_post_nms_top_n_train=20,
+                                          rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20,
+                                          box_batch_size_per_image=16, box_detections_per_img=10))
+TINY_TASK = [
+    "task=detection", "model.base_width=8", "data.resolutions=[64,48]", "data.batch_size=2", "data.num_workers=0",
+    "data.train.num_samples=4", "data.val.num_samples=2", "data.train.image_size=64", "data.calibration_samples=2",
+    "detector.fpn_channels=16", "detector.box_head_dim=32", "detector.mask_head_channels=[8]",
+    "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1", "logger=csv", "callbacks.progress_bar=null",
+]
+
+
+def compose_train(run_dir, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"run_dir={run_dir}", *overrides])
+
+
+class RecordConfigs(L.Callback):
+    """Records the configurations the detector was switched to during training steps."""
+
+    def __init__(self):
+        self.steps: list[list[SubnetConfig]] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.steps.append([])
+        net = module.net
+        original = net.set_active
+
+        def spy(config, bn_mode=None):
+            self.steps[-1].append(config)
+            original(config, bn_mode)
+
+        net.set_active = spy
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("mutualnet", "full width at 64 first, then 3 sub-networks at drawn sizes"),
+    ("usnet", "full width at 64 first, then 3 sub-networks at 64"),
+    ("rsnet", "width 1 at 64 and 48"),
+])
+def test_a_detection_training_step_runs_for_each_method(name, expected, tmp_path):
+    method = build_detection_method(name, SIZES, **({"width_range": [0.25, 1.0]} if name != "rsnet" else {}))
+    det = build_detector("resnet20", SIZES, num_classes=4, layers=method.layers, widths=method.net_widths(),
+                         layer_kwargs=method.layer_kwargs(), **TINY_DETECTOR)
+    module = DetectionModule(method, det, optim={"lr": 0.01, "weight_decay": 1e-4, "clip_grad_norm": 10.0},
+                             method_meta={"name": name})
+    data = SyntheticDetection(2, image_size=64)
+    loader = DataLoader(data, batch_size=2, collate_fn=lambda b: _float_batch(collate_detection(b)))
+    before = {k: v.detach().clone() for k, v in det.named_parameters()}
+    recorder = RecordConfigs()
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
+                        limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=loader)
+    configs = recorder.steps[0]
+    if name == "rsnet":
+        assert configs == [SubnetConfig(64), SubnetConfig(48)]
+    else:
+        assert len(configs) == 4 and configs[0] == SubnetConfig(64, 1.0) and configs[1].width == 0.25
+        sizes = {c.resolution for c in configs[1:]}
+        assert sizes == {64} if name == "usnet" else sizes <= {64, 48}
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    after = dict(det.named_parameters())
+    neck = [k for k in after if k.startswith("net.backbone.fpn.") and k.endswith("weight")]
+    heads = [k for k in after if k.startswith(("net.rpn.", "net.roi_heads.")) and k.endswith("weight")]
+    for key in neck + heads + ["net.backbone.body.conv1.weight"]:
+        assert not torch.equal(before[key], after[key]), key  # one SGD step moved every shared part
+
+
+def _float_batch(batch):
+    images, targets = batch
+    return [to_float_image(im) for im in images], targets
+
+
+def test_task_detection_trains_and_writes_ap_table_plot_and_checkpoint(tmp_path):
+    cfg = compose_train(tmp_path, *TINY_TASK)
+    metrics = train(cfg)
+    assert set(metrics) == {"bbox_ap@64", "bbox_ap@48", "bbox_ap@64_w0.625", "bbox_ap@48_w0.625",
+                            "bbox_ap@64_w0.25", "bbox_ap@48_w0.25"}
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert {(int(r["resolution"]), float(r["width"])) for r in rows} == {(s, w) for s in SIZES for w in (1.0, 0.625, 0.25)}
+    assert {"bbox_ap", "bbox_ap50", "segm_ap", "segm_ap50", "madds", "params"} <= set(rows[0])
+    madds = {(int(r["resolution"]), float(r["width"])): int(r["madds"]) for r in rows}
+    assert madds[(64, 1.0)] > madds[(48, 1.0)] > madds[(48, 0.25)] > 0
+    assert (tmp_path / "ap_vs_madds.png").stat().st_size > 0
+    assert "| resolution | width | bbox_ap |" in (tmp_path / "results.md").read_text()
+    logged = next(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open())).keys()
+    assert {"val/bbox_ap@64", "val/segm_ap@48_w0.25", "val/bbox_ap_mean", "train/loss"} <= set(logged)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    meta = ckpt["resnet_switch"]
+    assert meta["run"]["task"] == "detection" and meta["net"]["backbone"] == "resnet20"
+    assert build_detector(**meta["net"]).load_state_dict(
+        {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}) is not None
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["task=detection", "method=rsnet"], r"^method: method.name=rsnet is a classification option; with "
+                                         r"task=detection use method= one of detection_mutualnet"),
+    (["task=detection", "data=synthetic"], r"^data: data.name=synthetic is a classification option"),
+    (["method=detection_usnet"], r"^method: 'usnet' is a detection option; add task=detection$"),
+    (["task=detection", "model=mobilenetv1"], r"^model.name: 'mobilenetv1' cannot be a detection backbone"),
+    (["task=detection", "detector.anchor_base=0"], r"^detector.anchor_base: a positive integer"),
+])
+def test_options_of_the_other_task_are_refused_in_one_line(tmp_path, overrides, message):
+    cfg = compose_train(tmp_path, *overrides)
+    with pytest.raises((ConfigError, ValueError), match=message) as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
