@@ -175,6 +175,29 @@ def test_feature_stages_have_strides_4_to_32(name):
     assert all(m.shape[1] == 8 for m in maps.values())
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2", "vgg16"])
+def test_plain_backbone_with_fpn_equals_torchvision_and_loads_its_classifier_weights(name):
+    """Our backbone (plain layers) warm-started from a torchvision classifier's state dict
+    (``model.pretrained``) gives the same FPN maps as that classifier cut at the same stages, with
+    the same state-dict keys. ``vgg16`` (torchvision's vgg16_bn) once it is registered."""
+    if name not in BACKBONES:
+        pytest.skip(f"{name} is not in the backbone registry yet")
+    classifier = getattr(torchvision.models, {"vgg16": "vgg16_bn", "mobilenetv2": "mobilenet_v2"}.get(name, name))()
+    randomise_bn(classifier)
+    ours = build_detection_backbone(name, [64], layers="plain", out_channels=8, pretrained=classifier.state_dict())
+    stages = FEATURE_STAGES[name]
+    body = classifier.get_submodule(stages.body) if stages.body else classifier
+    reference = BackboneWithFPN(body, {s: str(i) for i, s in enumerate(stages.stages)},
+                                [d.full for d in ours.stage_dims], 8)
+    assert set(reference.state_dict()) == set(ours.state_dict())  # torchvision's layout and keys
+    reference.fpn.load_state_dict(ours.fpn.state_dict())  # the body keeps torchvision's own weights
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = ours.eval()(x), reference.eval()(x)
+    for key in b:
+        torch.testing.assert_close(a[key], b[key])
+
+
 def test_unknown_detection_backbone_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"model.name: 'mobilenetv1' cannot be a detection backbone; choose one of"):
         build_detector("mobilenetv1", SIZES, num_classes=3, fpn_channels=16, **HEADS)

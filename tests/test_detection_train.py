@@ -16,7 +16,7 @@ from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.detection.datamodule import collate_detection, to_float_image
 from resnet_switch.detection.lit_module import DetectionModule
 from resnet_switch.detection.methods import build_detection_method
-from resnet_switch.detection.model import build_detector
+from resnet_switch.detection.model import build_detector, load_detector
 from resnet_switch.detection.synthetic import SyntheticDetection
 from resnet_switch.errors import ConfigError
 from resnet_switch.switch import SubnetConfig
@@ -114,11 +114,11 @@ def test_task_detection_trains_and_writes_ap_table_plot_and_checkpoint(tmp_path)
     assert "| resolution | width | bbox_ap |" in (tmp_path / "results.md").read_text()
     logged = next(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open())).keys()
     assert {"val/bbox_ap@64", "val/segm_ap@48_w0.25", "val/bbox_ap_mean", "train/loss"} <= set(logged)
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    meta = ckpt["resnet_switch"]
-    assert meta["run"]["task"] == "detection" and meta["net"]["backbone"] == "resnet20"
-    assert build_detector(**meta["net"]).load_state_dict(
-        {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}) is not None
+    detector, meta = load_detector(tmp_path / "checkpoints" / "last.ckpt")  # rebuilt from the file alone
+    assert meta["run"]["task"] == "detection" and detector.spec["backbone"] == "resnet20"
+    images = [torch.rand(3, 64, 64)]
+    with torch.no_grad(), detector.switch(SubnetConfig(48, 0.25), bn_mode="calibrated"):  # stored post-statistics
+        assert set(detector(images)[0]) == {"boxes", "labels", "scores", "masks"}
 
 
 @pytest.mark.parametrize("overrides,message", [
