@@ -20,7 +20,9 @@ from resnet_switch.detection.model import build_detector, load_detector
 from resnet_switch.detection.synthetic import SyntheticDetection
 from resnet_switch.errors import ConfigError
 from resnet_switch.switch import SubnetConfig
+from resnet_switch.detection.train import check_resumable
 from resnet_switch.train import train
+from resnet_switch.training.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
 
 SIZES = [64, 48]
 TINY_DETECTOR = dict(fpn_channels=16, box_head_dim=32, mask_head_channels=[8], anchor_base=8,
@@ -119,6 +121,13 @@ def test_task_detection_trains_and_writes_ap_table_plot_and_checkpoint(tmp_path)
     images = [torch.rand(3, 64, 64)]
     with torch.no_grad(), detector.switch(SubnetConfig(48, 0.25), bn_mode="calibrated"):  # stored post-statistics
         assert set(detector(images)[0]) == {"boxes", "labels", "scores", "masks"}
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(CheckpointError, match=r"^ckpt: this is a task=detection checkpoint, not task=classification; "
+                                              r"load it with resnet_switch.detection.model.load_detector$"):
+        rebuild_from_checkpoint(ckpt)  # what `evaluate` and classification resumes call
+    with pytest.raises(CheckpointError, match=r"^ckpt_path: checkpoint was trained with method=mutualnet but this "
+                                              r"run has method=usnet"):
+        check_resumable(meta, "usnet", detector.spec)
 
 
 @pytest.mark.parametrize("overrides,message", [

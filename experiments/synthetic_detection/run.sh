@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 OUT=experiments/synthetic_detection/runs
-EPOCHS=${EPOCHS:-12}
+EPOCHS=${EPOCHS:-6}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=1

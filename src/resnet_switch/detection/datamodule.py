@@ -50,7 +50,8 @@ class DetectionDataModule(L.LightningDataModule):
             ``(uint8 image, target)``); their ``num_classes`` (background included) must agree.
         batch_size: images per step (per process). num_workers: loader workers.
         hflip: flip probability of a training image.
-        calibration_batches: the training images BN post-statistics see are the first ones, unflipped.
+
+    BN post-statistics (:meth:`calibration_loader`) see the first training images, unflipped.
     """
 
     def __init__(self, train: Dataset, val: Dataset, batch_size: int = 8, num_workers: int = 2, hflip: float = 0.5):

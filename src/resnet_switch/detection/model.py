@@ -129,12 +129,11 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
 def load_detector(path) -> tuple[SwitchableDetector, dict[str, Any]]:
     """A detector trained by ``resnet_switch.train task=detection``, rebuilt from its checkpoint
     alone: ``(detector in eval mode, the checkpoint's resnet_switch meta)``."""
-    from ..training.checkpointing import CHECKPOINT_KEY, CheckpointError, load_checkpoint
+    from ..training.checkpointing import CHECKPOINT_KEY, check_task, load_checkpoint
 
     ckpt = load_checkpoint(path)
     meta = ckpt[CHECKPOINT_KEY]
-    if meta.get("run", {}).get("task") != "detection":
-        raise CheckpointError(f"ckpt: {path} is a classification checkpoint; load it with rebuild_from_checkpoint")
+    check_task(meta, "detection")
     detector = build_detector(**meta["net"])
     detector.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     return detector.eval(), meta

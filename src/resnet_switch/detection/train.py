@@ -8,6 +8,7 @@ the run directory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..evaluation.reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
 from ..switch import SubnetConfig, check_resolutions
-from ..training.checkpointing import AtomicCheckpointIO
+from ..training.checkpointing import AtomicCheckpointIO, CheckpointError, check_task, load_checkpoint
 from ..training.lit_module import metric_suffix
 from ..training.sweeps import cluster_plugins
 from .lit_module import DetectionModule
@@ -80,7 +81,7 @@ def build_detection_run(cfg: DictConfig):
 
 def train_detection(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate every configuration; returns ``{bbox_ap@R: AP}``."""
-    from ..train import instantiate_checked, instantiate_group, resolve_ckpt_path
+    from ..train import _finish_wandb, instantiate_checked, instantiate_group, resolve_ckpt_path
 
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -98,12 +99,26 @@ def train_detection(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate_checked(cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks,
                                              plugins=[AtomicCheckpointIO(), *cluster_plugins()])
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)
+    if ckpt_path is not None:
+        check_resumable(load_checkpoint(ckpt_path)["resnet_switch"], method_meta["name"], net.spec)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
 
     rows = final_ap(trainer, module, datamodule)
     if trainer.is_global_zero:
-        publish_detection_results(rows, run_dir, title=f"{cfg.method.name} / {cfg.model.name} / {cfg.data.name}")
+        publish_detection_results(rows, run_dir, loggers, title=f"{cfg.method.name} / {cfg.model.name} / {cfg.data.name}")
+    _finish_wandb(loggers)
     return {f"bbox_ap@{metric_suffix(SubnetConfig(r['resolution'], r['width']))}": r["bbox_ap"] for r in rows}
+
+
+def check_resumable(meta: dict[str, Any], method: str, spec: dict[str, Any]) -> None:
+    """One line when ``ckpt_path`` holds another task, method, backbone or size list."""
+    check_task(meta, "detection", "ckpt_path")
+    got = (meta["method"]["name"], meta["net"]["backbone"], list(meta["net"]["sizes"]))
+    want = (method, spec["backbone"], list(spec["sizes"]))
+    for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
+        if g != w:
+            raise CheckpointError(f"ckpt_path: checkpoint was trained with {field}={g} but this run has {field}={w}; "
+                                  f"use {field}={g} or start a new run")
 
 
 def final_ap(trainer: L.Trainer, module: DetectionModule, datamodule) -> list[dict[str, Any]]:
@@ -134,8 +149,9 @@ def evaluate_detector(module: DetectionModule, datamodule, limit_batches=None) -
     return module.compute_ap()
 
 
-def publish_detection_results(rows: list[dict[str, Any]], run_dir: Path, title: str = "") -> str:
-    """Print the AP table; write ``results.md``, ``results.csv`` and ``ap_vs_madds.png`` in ``run_dir``."""
+def publish_detection_results(rows: list[dict[str, Any]], run_dir: Path, loggers: Sequence = (), title: str = "") -> str:
+    """Print the AP table; write ``results.md``, ``results.csv`` and ``ap_vs_madds.png`` in ``run_dir``;
+    log the table and plot to W&B when a W&B logger is present."""
     run_dir = Path(run_dir)
     kinds = [k[:-3] for k in rows[0] if k.endswith("_ap")]
     table = markdown_table([{**{k: v for k, v in r.items() if k not in ("madds", "params")},
@@ -151,4 +167,10 @@ def publish_detection_results(rows: list[dict[str, Any]], run_dir: Path, title: 
     plot = plot_accuracy_vs_madds(series, run_dir / "ap_vs_madds.png", title=title, ylabel="AP (%)",
                                   xlabel="backbone MAdds (M)")
     print(f"\n{title}\n{table}\nresults: {run_dir / 'results.md'}  plot: {plot}", flush=True)
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            logger.experiment.log({"results": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
+                                   "ap_vs_madds": wandb.Image(str(plot))})
     return table

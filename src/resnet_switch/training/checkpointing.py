@@ -60,11 +60,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def check_task(meta: dict[str, Any], task: str, field: str = "ckpt") -> None:
+    """One line when a checkpoint of the other task (``run.task``; classification when absent) is given."""
+    got = meta.get("run", {}).get("task", "classification")
+    if got != task:
+        how = "resnet_switch.detection.model.load_detector" if got == "detection" else "rebuild_from_checkpoint"
+        raise CheckpointError(f"{field}: this is a task={got} checkpoint, not task={task}; load it with {how}")
+
+
 def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     """``(method, net, meta)`` rebuilt from a loaded checkpoint, weights loaded, in eval mode."""
     from ..methods import build_method  # local: methods import this module's users
 
     meta = ckpt[CHECKPOINT_KEY]
+    check_task(meta, "classification")
     spec = dict(meta["net"])
     method_meta = dict(meta["method"])
     method = build_method(method_meta["name"], spec["resolutions"], **method_meta.get("kwargs", {}))
@@ -77,6 +86,7 @@ def rebuild_from_checkpoint(ckpt: dict[str, Any]):
 
 def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions) -> None:
     """Raise a one-line error when a checkpoint is resumed into a different run."""
+    check_task(meta, "classification", "ckpt_path")
     got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]))
     want = (method, model, list(resolutions))
     for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
