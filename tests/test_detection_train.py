@@ -18,9 +18,9 @@ from resnet_switch.detection.lit_module import DetectionModule
 from resnet_switch.detection.methods import build_detection_method
 from resnet_switch.detection.model import build_detector, load_detector
 from resnet_switch.detection.synthetic import SyntheticDetection
+from resnet_switch.detection.train import check_resumable
 from resnet_switch.errors import ConfigError
 from resnet_switch.switch import SubnetConfig
-from resnet_switch.detection.train import check_resumable
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
 
