@@ -135,3 +135,24 @@ def test_missing_or_broken_annotation_file(tmp_path):
 def test_collate_keeps_each_image_size():
     images, targets = collate_detection([(torch.zeros(3, 4, 5), {"a": 1}), (torch.zeros(3, 6, 2), {"a": 2})])
     assert [im.shape for im in images] == [(3, 4, 5), (3, 6, 2)] and [t["a"] for t in targets] == [1, 2]
+
+
+def test_train_command_stops_on_a_bad_record_with_one_line(tmp_path):
+    """``python -m resnet_switch.train task=detection data=coco``: exit 2, one ``error:`` line."""
+    from .helpers import run_cli
+
+    bad = [{"id": 5, "image_id": 2, "category_id": 42, "bbox": [1.0, 1.0, 5.0, 5.0], "iscrowd": 0,
+            "segmentation": [SQUARE]}]
+    for split in ("train2017", "val2017"):
+        write_coco(tmp_path / split, annotations=bad)
+        (tmp_path / "annotations").mkdir(exist_ok=True)
+        (tmp_path / split / "instances.json").rename(tmp_path / "annotations" / f"instances_{split}.json")
+        (tmp_path / split / "images").rename(tmp_path / split / "files")
+        for image in (tmp_path / split / "files").iterdir():
+            image.rename(tmp_path / split / image.name)
+    result = run_cli("resnet_switch.train", "task=detection", "data=coco", f"data.root={tmp_path}",
+                     f"hydra.run.dir={tmp_path / 'run'}", timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: data: instances_train2017.json annotation id 5 (image id 2): unknown category_id 42; "
+        "the file defines [3, 7]")

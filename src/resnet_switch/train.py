@@ -100,7 +100,8 @@ def instantiate_checked(cfg: Any, field: str, **kwargs: Any) -> Any:
         return instantiate(cfg, **kwargs)
     except Exception as err:  # instantiate wraps the target's TypeError/ValueError in its own types
         cause = err.__cause__ or err
-        raise ConfigError(f"{field}: {str(cause).strip().splitlines()[0]}") from None
+        message = str(cause).strip().splitlines()[0]
+        raise ConfigError(message if message.startswith(field) else f"{field}: {message}") from None
 
 
 def instantiate_group(cfg: DictConfig | None, field: str) -> list:
