@@ -143,3 +143,12 @@ def test_options_of_the_other_task_are_refused_in_one_line(tmp_path, overrides, 
     with pytest.raises((ConfigError, ValueError), match=message) as err:
         train(cfg)
     assert "\n" not in str(err.value)
+
+
+def test_coco_recipe_composes_with_the_papers_settings(tmp_path):
+    cfg = compose_train(tmp_path, "experiment=detection_mutualnet_coco", "data.root=/coco")
+    assert cfg.task == "detection" and cfg.detector.max_size == 1000 and cfg.detector.masks
+    assert list(cfg.data.resolutions) == [600, 480, 360, 240] and cfg.data.train.ann_file.startswith("/coco/")
+    method = build_detection_method(cfg.method.name, list(cfg.data.resolutions),
+                                    **{k: v for k, v in cfg.method.items() if k not in ("name", "task")})
+    assert method.width_range == (0.25, 1.0) and method.inplace_distill is False and method.layers == "slimmable"
