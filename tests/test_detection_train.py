@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.detection.datamodule import collate_detection, to_float_image
-from resnet_switch.detection.lit_module import DetectionModule
+from resnet_switch.detection.lit_module import DetectionModule, metric_inputs
 from resnet_switch.detection.methods import build_detection_method
 from resnet_switch.detection.model import build_detector, load_detector
 from resnet_switch.detection.synthetic import SyntheticDetection
@@ -23,6 +23,7 @@ from resnet_switch.errors import ConfigError
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
+from resnet_switch.training.lit_module import _module_key
 
 SIZES = [64, 48]
 TINY_DETECTOR = dict(fpn_channels=16, box_head_dim=32, mask_head_channels=[8], anchor_base=8,
@@ -152,3 +153,21 @@ def test_coco_recipe_composes_with_the_papers_settings(tmp_path):
     method = build_detection_method(cfg.method.name, list(cfg.data.resolutions),
                                     **{k: v for k, v in cfg.method.items() if k not in ("name", "task")})
     assert method.width_range == (0.25, 1.0) and method.inplace_distill is False and method.layers == "slimmable"
+
+
+def test_ap_per_configuration_is_100_for_perfect_detections_and_0_for_misses():
+    """The metric path (torchvision outputs -> torchmetrics MeanAveragePrecision): detections equal
+    to the targets score 100 (bbox and segm), boxes and masks elsewhere score 0."""
+    method = build_detection_method("rsnet", SIZES)
+    det = build_detector("resnet20", SIZES, num_classes=4, layers=method.layers, **TINY_DETECTOR)
+    module = DetectionModule(method, det, optim={}, method_meta={"name": "rsnet"})
+    _, target = SyntheticDetection(1, image_size=64)[0]
+    perfect = {"boxes": target["boxes"], "labels": target["labels"], "scores": torch.ones(len(target["labels"])),
+               "masks": target["masks"][:, None].float() * 0.9}  # Mask R-CNN gives (N, 1, H, W) probabilities
+    miss = dict(perfect, boxes=torch.tensor([[0.0, 0.0, 2.0, 2.0]]).expand_as(target["boxes"]),
+                masks=torch.zeros_like(perfect["masks"]))
+    for config, prediction in zip(method.eval_configs(), (perfect, miss)):
+        module.ap[_module_key(config)].update(*metric_inputs([prediction], [target], masks=True))
+    rows = module.compute_ap()
+    assert rows[0]["bbox_ap"] == pytest.approx(100.0) and rows[0]["segm_ap"] == pytest.approx(100.0)
+    assert rows[1]["bbox_ap"] == pytest.approx(0.0) and rows[1]["segm_ap"] == pytest.approx(0.0)

@@ -127,11 +127,13 @@ def build_detection_backbone(name: str, sizes: Sequence[int], layers: str = "pri
     """Our backbone ``name`` built with the ``layers`` factory for input ``sizes`` (highest first:
     one private BN set each with ``private_bn``) and ``widths``, under an FPN of ``out_channels``.
 
-    ``pretrained``: a plain (torchvision) state dict of the classification backbone, loaded first.
+    ``pretrained``: a plain (torchvision) state dict of the classification backbone, loaded first
+    (its class count is the row count of its last 2-D weight, the classifier; dropped afterwards).
     """
     stages = check_detection_backbone(name)
     backbone_kwargs = {**dict(stages.defaults), **backbone_kwargs}
-    net = build_switchable(name, sizes, layers=layers, widths=widths, num_classes=1000 if pretrained else 1,
+    classes = [v.shape[0] for v in (pretrained or {}).values() if v.dim() == 2]
+    net = build_switchable(name, sizes, layers=layers, widths=widths, num_classes=classes[-1] if classes else 1,
                            layer_kwargs=layer_kwargs, **backbone_kwargs)
     if pretrained is not None:
         load_plain_weights(net, pretrained)
