@@ -104,7 +104,8 @@ def instantiate_checked(cfg: Any, field: str, **kwargs: Any) -> Any:
         return instantiate(cfg, **kwargs)
     except Exception as err:  # instantiate wraps the target's TypeError/ValueError in its own types
         cause = err.__cause__ or err
-        raise ConfigError(f"{field}: {str(cause).strip().splitlines()[0]}") from None
+        message = str(cause).strip().splitlines()[0]
+        raise ConfigError(message if message.startswith(field) else f"{field}: {message}") from None
 
 
 def instantiate_group(cfg: DictConfig | None, field: str) -> list:
@@ -142,6 +143,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_ranges(cfg)
     check_speed_options(cfg)
     keep_freed_memory()
+    if check_task(cfg) != "classification":
+        return train_other_task(cfg)
     resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -192,6 +195,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {f"acc1@{metric_suffix_row(r)}": r["top1"] for r in rows}
     _finish_wandb(loggers)
     return metrics
+
+
+TASKS = ("classification", "detection")
+
+
+def check_task(cfg: DictConfig) -> str:
+    """The task; one line when a method or data option belongs to another task."""
+    task = cfg.get("task", "classification")
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown {task!r}; choose one of {list(TASKS)}")
+    for group in ("method", "data"):
+        if task == "classification" and cfg[group].get("task") == "detection":
+            raise ConfigError(f"{group}: {cfg[group].get('name')!r} is a detection option; add task=detection")
+    return task
+
+
+def train_other_task(cfg: DictConfig) -> dict[str, float]:
+    """``task=detection``: the detection package trains (README "Detection")."""
+    if cfg.get("compile") or cfg.get("memory_format", "contiguous") != "contiguous":
+        raise ConfigError("compile/memory_format: not supported with task=detection; drop them")
+    from .detection.train import train_detection
+
+    return train_detection(cfg)
 
 
 def metric_suffix_row(row: dict[str, Any]) -> str:

@@ -60,11 +60,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def check_task(meta: dict[str, Any], task: str, field: str = "ckpt") -> None:
+    """One line when a checkpoint of the other task (``run.task``; classification when absent) is given."""
+    got = meta.get("run", {}).get("task", "classification")
+    if got != task:
+        how = "resnet_switch.detection.model.load_detector" if got == "detection" else "rebuild_from_checkpoint"
+        raise CheckpointError(f"{field}: this is a task={got} checkpoint, not task={task}; load it with {how}")
+
+
 def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     """``(method, net, meta)`` rebuilt from a loaded checkpoint, weights loaded, in eval mode."""
     from ..methods import build_method  # local: methods import this module's users
 
     meta = ckpt[CHECKPOINT_KEY]
+    check_task(meta, "classification")
     method_meta = dict(meta["method"])
     method = build_method(method_meta["name"], meta["net"]["resolutions"], **method_meta.get("kwargs", {}))
     net = rebuild_net(ckpt)
@@ -89,6 +98,7 @@ def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions,
     """Raise a one-line error when a checkpoint is resumed into a different run. With ``spec`` (the
     network this run builds), every architecture number both specs hold must agree too (e.g. a
     converted checkpoint needs the options it was converted with: ``model.act=relu6``)."""
+    check_task(meta, "classification", "ckpt_path")
     got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]))
     want = (method, model, list(resolutions))
     for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
