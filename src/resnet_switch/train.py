@@ -25,6 +25,7 @@ from .cli.ranges import check_ranges
 from .errors import ConfigError, user_errors
 from .evaluation.results import final_results, publish_results
 from .methods import build_method
+from .methods.build import backbone_kwargs as backbone_arguments
 from .methods.build import build_net_for_method
 from .models import load_plain_weights
 from .switch import check_resolutions
@@ -38,7 +39,6 @@ from .training.sweeps import cluster_plugins
 
 METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
 INIT_FROM_REQUIRED = "required"  # an experiment's model.init_from that the command line must fill
-MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles", "init_from", "init_bn_mode", "init_classifier")
 
 
 def wandb_offline() -> bool:
@@ -62,8 +62,7 @@ def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def backbone_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    return {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-            if k not in MODEL_KEYS_NOT_BACKBONE}
+    return backbone_arguments(OmegaConf.to_container(cfg.model, resolve=True))
 
 
 def build_datamodule(cfg: DictConfig, resolutions, test_resolutions=None) -> L.LightningDataModule:
@@ -213,8 +212,11 @@ def check_task(cfg: DictConfig) -> str:
 
 def train_other_task(cfg: DictConfig) -> dict[str, float]:
     """``task=detection``: the detection package trains (README "Detection")."""
-    if cfg.get("compile") or cfg.get("memory_format", "contiguous") != "contiguous":
-        raise ConfigError("compile/memory_format: not supported with task=detection; drop them")
+    if cfg.get("compile"):
+        raise ConfigError("compile: not supported with task=detection; drop it")
+    if cfg.get("memory_format", "auto") not in ("auto", "contiguous"):
+        raise ConfigError(f"memory_format={cfg.memory_format}: not supported with task=detection "
+                          "(it trains contiguous); drop it")
     from .detection.train import train_detection
 
     return train_detection(cfg)

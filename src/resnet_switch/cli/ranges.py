@@ -122,6 +122,12 @@ RULES: dict[str, Rule] = {
     "data.seed": Int(0),
     "data.synthetic.num_classes": Int(2, 15),
     "data.synthetic.native_size": Int(8),
+    "data.calibration_samples": Int(1),
+    "data.hflip": Real(0.0, 1.0),
+    # data/ of task=detection (synthetic_detection: the split's settings)
+    **{f"data.{split}.{key}": rule for split in ("train", "val") for key, rule in (
+        ("num_samples", Int(1)), ("image_size", Int(32)), ("num_classes", Int(1, 5)),
+        ("max_objects", Int(1, 4)), ("seed", Int(0)))},
     # optim/
     "optim.lr": Real(0.0, open_low=True),
     "optim.momentum": Real(0.0, 1.0, open_high=True),

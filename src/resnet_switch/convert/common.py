@@ -189,7 +189,6 @@ def describe(fmt: str, model: str, resolutions: Sequence[int], widths: Sequence[
 
 
 # ------------------------------------------------------------------------------- our network
-MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles")  # as resnet_switch.train
 METHOD_KEYS_NOT_ARGUMENTS = ("name", "crop")
 
 
@@ -235,11 +234,11 @@ class Converted:
 def build_target(target: Target):
     """``(method, net, method_kwargs, model_cfg)``: built exactly as ``resnet_switch.train`` would
     with ``method=... model=...`` and the target's overrides, so the checkpoint resumes there."""
-    from ..methods.build import build_method_and_net
+    from ..methods.build import backbone_kwargs, build_method_and_net
 
     model_cfg = {k: v for k, v in config_defaults("model", target.model).items() if k != "pretrained"}
     model_cfg.update(target.model_kwargs)
-    backbone = {k: v for k, v in model_cfg.items() if k not in MODEL_KEYS_NOT_BACKBONE}
+    backbone = backbone_kwargs(model_cfg)
     method_kwargs = {k: v for k, v in config_defaults("method", target.method).items()
                      if k not in METHOD_KEYS_NOT_ARGUMENTS}
     if target.method == "san":

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..evaluation.reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
+from ..methods.build import backbone_kwargs as backbone_arguments
 from ..switch import SubnetConfig, check_resolutions
 from ..training.checkpointing import AtomicCheckpointIO, CheckpointError, check_task, load_checkpoint
 from ..training.lit_module import metric_suffix
@@ -29,7 +30,6 @@ from .model import build_detector
 
 DATA_KEYS_NOT_ARGS = ("name", "task", "resolutions", "root", "calibration_samples")
 METHOD_KEYS_NOT_ARGS = ("name", "task")
-MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles", "dropout")
 DETECTOR_ARGS = ("masks", "fpn_channels", "anchor_base", "aspect_ratios", "max_size", "box_head_dim",
                  "mask_head_channels", "image_mean", "image_std")
 
@@ -72,7 +72,7 @@ def build_detection_run(cfg: DictConfig):
     net = build_detector(
         model["name"], sizes, datamodule.num_classes, layers=method.layers, widths=method.net_widths(),
         layer_kwargs=method.layer_kwargs(),
-        backbone_kwargs={k: v for k, v in model.items() if k not in MODEL_KEYS_NOT_BACKBONE},
+        backbone_kwargs=backbone_arguments(model, also_drop=("dropout",)),
         detector_kwargs=detector.get("kwargs") or {}, pretrained_backbone=pretrained,
         **{k: detector[k] for k in DETECTOR_ARGS if k in detector},
     )
