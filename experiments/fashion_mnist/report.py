@@ -135,21 +135,32 @@ def slim_grid(acc, madds) -> tuple[str, dict]:
             rows.append([f"{w:g} @ {r}", f"{madds[(r, w)] / 1e6:.2f}M", cell(mn), cell(us), diff_cell(mn, us)])
             points["mutualnet"].append((madds[(r, w)], mean(mn)))
             points["usnet"].append((madds[(r, w)], mean(us)))
+            if r == RES[0]:  # US-Net's own protocol: widths only, at the training resolution
+                points["usnet_maxres"].append((madds[(r, w)], mean(us)))
     md = table(["width @ res", "MAdds", "MutualNet", "US-Net", "MutualNet - US-Net"], rows)
     return md, points
 
 
 def frontier_table(points) -> str:
-    rows = []
+    """Best seed-mean top-1 within each grid configuration's MAdds: MutualNet, US-Net over the whole
+    grid (BN recalibrated at resolutions it never trained at) and US-Net at 28 px only (widths only)."""
     fronts = {m: pareto(p) for m, p in points.items()}
-    budgets = sorted({m for p in points.values() for m, _ in p})
-    for budget in budgets:
-        best = {m: max((a for c, a in f if c <= budget), default=None) for m, f in fronts.items()}
-        if None in best.values():
-            continue
-        rows.append([f"{budget / 1e6:.2f}M", f"{best['mutualnet']:.2f}", f"{best['usnet']:.2f}",
-                     f"{best['mutualnet'] - best['usnet']:+.2f}"])
-    return table(["MAdds budget", "MutualNet best", "US-Net best", "difference"], rows)
+
+    def best(run, budget):
+        return max((a for c, a in fronts[run] if c <= budget), default=None)
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.2f}"
+
+    def gap(a, b):
+        return "-" if a is None or b is None else f"{a - b:+.2f}"
+
+    rows = []
+    for budget in sorted({c for c, _ in points["mutualnet"]}):
+        mn, us, us_max = best("mutualnet", budget), best("usnet", budget), best("usnet_maxres", budget)
+        rows.append([f"{budget / 1e6:.2f}M", fmt(mn), fmt(us), gap(mn, us), fmt(us_max), gap(mn, us_max)])
+    return table(["MAdds budget", "MutualNet", "US-Net (any res)", "MutualNet - US-Net",
+                  f"US-Net ({RES[0]} px, widths only)", f"MutualNet - US-Net {RES[0]} px"], rows)
 
 
 def plot_resolution(acc, path: Path) -> None:
@@ -183,6 +194,9 @@ def plot_slim(acc, madds, points, path: Path) -> None:
         front = pareto(pts)
         ax.plot([p[0] / 1e6 for p in front], [p[1] for p in front], color=color, marker="o",
                 label=f"{'MutualNet' if m == 'mutualnet' else 'US-Net'} (frontier; dots: every width x resolution)")
+    widths_only = sorted(points["usnet_maxres"])
+    ax.plot([p[0] / 1e6 for p in widths_only], [p[1] for p in widths_only], color="tab:orange", ls="--",
+            marker="s", ms=4, label=f"US-Net at {RES[0]} px, widths only (its own protocol)")
     ax.set_xscale("log")
     ax.set_xlabel("MAdds per image (millions, log scale)")
     ax.set_ylabel("top-1 (%), mean of 2 seeds")
