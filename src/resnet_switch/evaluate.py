@@ -12,6 +12,7 @@ and with ``budget.madds=150M`` / ``budget.latency_ms=5`` prints the best configu
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,14 @@ def evaluate_checkpoint(path: str, cfg: DictConfig, test_resolutions, device: to
     return [{"model": label, **r} for r in add_costs(rows, net)]
 
 
+def unique_labels(labels: list[str], paths: list[str]) -> list[str]:
+    """Table row names, one per checkpoint: a label that several checkpoints share (two seeds, or
+    an ablation such as ``private_bn=false`` of the same method) gets its checkpoint path appended,
+    otherwise their rows would merge into one."""
+    counts = Counter(labels)
+    return [f"{label} ({path})" if counts[label] > 1 else label for label, path in zip(labels, paths)]
+
+
 def checkpoint_paths(cfg: DictConfig) -> list[str]:
     return [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt)
 
@@ -217,10 +226,12 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     paths = checkpoint_paths(cfg)
     test_resolutions = resolve_test_resolutions(cfg, paths[0])
     device = pick_device(cfg.device)
-    rows = []
-    ensembles: dict[str, dict] = {}
-    for path in paths:
-        rows += evaluate_checkpoint(path, cfg, test_resolutions, device, extra=ensembles)
+    found = [{} for _ in paths]  # per checkpoint: {its label: ensemble accuracy} (RS-Net)
+    per_checkpoint = [evaluate_checkpoint(path, cfg, test_resolutions, device, extra=extra)
+                      for path, extra in zip(paths, found)]
+    names = unique_labels([ck_rows[0]["model"] for ck_rows in per_checkpoint], paths)
+    rows = [{**r, "model": name} for name, ck_rows in zip(names, per_checkpoint) for r in ck_rows]
+    ensembles = {name: acc for name, extra in zip(names, found) for acc in extra.values()}
     several_widths = len({r["width"] for r in rows}) > 1
     for r in rows:
         r["subnet"] = f"{r['model']} w{r['width']:g}" if several_widths else r["model"]

@@ -1,0 +1,38 @@
+"""evaluate's checkpoint x test-resolution table: one row per checkpoint, even when two checkpoints
+share a label (same method, backbone and resolutions: two seeds, or a private/shared-BN ablation)."""
+
+import csv
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from resnet_switch import evaluate as evaluate_module
+from resnet_switch.cli.overrides import CONF_DIR
+
+
+def test_unique_labels_append_the_path_only_to_repeated_labels():
+    labels = ["parallel resnet20 @28-12", "rsnet resnet20 @28-12", "parallel resnet20 @28-12"]
+    paths = ["a/last.ckpt", "b/last.ckpt", "c/last.ckpt"]
+    assert evaluate_module.unique_labels(labels, paths) == [
+        "parallel resnet20 @28-12 (a/last.ckpt)", "rsnet resnet20 @28-12", "parallel resnet20 @28-12 (c/last.ckpt)"]
+
+
+def test_checkpoints_with_the_same_label_keep_their_own_rows(tmp_path, monkeypatch):
+    top1 = {"private.ckpt": 90.0, "shared.ckpt": 80.0}
+
+    def fake_evaluate_checkpoint(path, cfg, test_resolutions, device):
+        return [{"model": "parallel resnet20 @16-12", "resolution": r, "width": 1.0, "top1": top1[path] - r,
+                 "top5": 99.0, "bn": "own", "madds": r * 1000, "params": 10} for r in test_resolutions]
+
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", fake_evaluate_checkpoint)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["ckpt=[private.ckpt,shared.ckpt]", "test_resolutions=[16,12]",
+                                             f"run_dir={tmp_path}", "device=cpu"])
+    evaluate_module.evaluate(cfg)
+    with open(tmp_path / "eval_table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["model"], float(r["16"]), float(r["12"])) for r in table] == [
+        ("parallel resnet20 @16-12 (private.ckpt)", 74.0, 78.0),
+        ("parallel resnet20 @16-12 (shared.ckpt)", 64.0, 68.0),
+    ]
