@@ -23,8 +23,9 @@ from .cli.options import check_type
 from .cli.overrides import CONF_DIR, check_group_choices, check_overrides
 from .errors import ConfigError, user_errors
 from .evaluation.results import final_results, publish_results
+from .layers.quant import quant_spec_from_config
 from .methods import build_method
-from .methods.build import build_net_for_method
+from .methods.build import build_net_for_method, check_quant_method
 from .models import load_plain_weights
 from .switch import check_resolutions
 from .training.allocator import keep_freed_memory
@@ -140,10 +141,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = build_datamodule(cfg, resolutions)
+    quant = quant_spec_from_config(OmegaConf.to_container(cfg.quant, resolve=True) if cfg.get("quant") else None)
     method = build_method(cfg.method.name, resolutions, **method_kwargs(cfg))
+    check_quant_method(method, quant)
+    datamodule = build_datamodule(cfg, resolutions)
     net = build_net_for_method(method, cfg.model.name, datamodule.num_classes, datamodule.in_channels,
-                               **backbone_kwargs(cfg))
+                               quant=quant, **backbone_kwargs(cfg))
     if cfg.model.get("pretrained"):
         path = Path(cfg.model.pretrained)
         if not path.is_file():
@@ -152,7 +155,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)
     if ckpt_path is not None:
-        check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions)
+        check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions,
+                         quant)
 
     module = SwitchModule(
         method, net, optim=OmegaConf.to_container(cfg.optim, resolve=True),
@@ -176,7 +180,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     rows = final_results(trainer, module, datamodule)
     if trainer.is_global_zero:
-        publish_results(rows, run_dir, loggers, title=f"{cfg.method.name} / {cfg.model.name} / {cfg.data.name}")
+        bits = f" / w{quant['weight_bits']}a{quant['act_bits']}" if quant else ""
+        publish_results(rows, run_dir, loggers, title=f"{cfg.method.name} / {cfg.model.name}{bits} / {cfg.data.name}")
     metrics = {f"acc1@{metric_suffix_row(r)}": r["top1"] for r in rows}
     _finish_wandb(loggers)
     return metrics

@@ -75,11 +75,11 @@ def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     return method.eval(), net.eval(), meta
 
 
-def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions) -> None:
+def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions, quant: dict | None = None) -> None:
     """Raise a one-line error when a checkpoint is resumed into a different run."""
-    got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]))
-    want = (method, model, list(resolutions))
-    for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
+    got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]), meta["net"].get("quant"))
+    want = (method, model, list(resolutions), quant)
+    for field, g, w in zip(("method", "model", "data.resolutions", "quant"), got, want):
         if g != w:
             raise CheckpointError(
                 f"ckpt_path: checkpoint was trained with {field}={g} but this run has {field}={w}; "
