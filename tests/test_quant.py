@@ -25,7 +25,6 @@ from resnet_switch.layers.lq import (
     quantize_act,
     quantize_weight,
     sorted_levels,
-    weight_qem_target,
 )
 from resnet_switch.layers.quant import LQConv2d, quantized_convs
 from resnet_switch.methods.build import build_method_and_net
@@ -59,7 +58,7 @@ def test_weight_levels_thresholds_and_codes_by_hand():
     assert levels[0].tolist() == [-1.0, -0.5, 0.5, 1.0] and order[0].tolist() == [0, 2, 1, 3]
     w = torch.tensor([[-2.0, -0.75, -0.7, 0.0, 0.1, 0.75, 0.8],
                       [-0.6, -0.5, -0.4, 0.0, 0.4, 0.5, 0.6]])
-    q, level_index, order = quantize_weight(w, basis)
+    q, level_index, order, _ = quantize_weight(w, basis)
     assert q[0].tolist() == [-1.0, -1.0, -0.5, -0.5, 0.5, 0.5, 1.0]
     assert level_index[0].tolist() == [0, 0, 1, 1, 2, 2, 3]
     # channel 1, basis (0.5, 0.5): levels (-1, 0, 0, 1), thresholds (-0.5, 0, 0.5)
@@ -77,8 +76,12 @@ def test_act_levels_thresholds_and_output_by_hand():
     assert levels.tolist() == [0.0, 0.5, 1.0, 1.5] and thresholds.tolist() == [0.25, 0.75, 1.25]
     assert level_codes.tolist() == [[0, 0], [1, 0], [0, 1], [1, 1]]
     x = torch.tensor([-1.0, 0.25, 0.3, 1.0, 1.25, 1.3, 2.0])
-    y, index = quantize_act(x, levels, thresholds)
-    assert y.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0, 1.5, 1.5] and index.tolist() == [0, 0, 1, 2, 2, 3, 3]
+    sweep = quantize_act(x, levels, thresholds, stats=True)
+    assert sweep.accumulated.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0, 1.5, 1.5]
+    # per level (index 0, 0, 1, 2, 2, 3, 3): counts and sums of the inputs
+    assert sweep.counts.tolist() == [2, 1, 2, 2]
+    assert sweep.sums.tolist() == pytest.approx([-0.75, 0.3, 2.25, 3.3], abs=1e-6)
+    y = sweep.accumulated
     plain = LQActQuantizer(2).eval()
     plain.basis.copy_(torch.tensor([0.5, 1.0]))
     assert plain.to_plain()(x).tolist() == y.tolist()  # the export's where-chain agrees
@@ -96,8 +99,7 @@ def test_weight_qem_target_equals_lstsq_with_ridge():
     torch.manual_seed(1)
     w = torch.randn(3, 40) * 0.1
     basis = torch.tensor([[0.03, 0.08], [0.05, 0.1], [0.02, 0.12]])
-    q, level_index, order = quantize_weight(w, basis)
-    target = weight_qem_target(w, basis, level_index, order, ridge=1e-4)
+    q, level_index, order, target = quantize_weight(w, basis, qem=True, ridge=1e-4)
     codes = code_table(2, signed=True)[order.gather(1, level_index)]  # (C, M, K): B per channel
     for c in range(3):
         # (B^T B + d I)^-1 (B^T x + d v) is the least-squares solution of [B; sqrt(d) I] v = [x; sqrt(d) v_c]
@@ -112,8 +114,7 @@ def test_weight_qem_one_bit_by_hand():
     # K = 1: codes are sign(w), target = (sum |w| + d v) / (M + d)
     w = torch.tensor([[-0.5, 0.3, 0.2, -0.4]])
     basis = torch.tensor([[0.1]])
-    _, level_index, order = quantize_weight(w, basis)
-    target = weight_qem_target(w, basis, level_index, order, ridge=1e-4)
+    target = quantize_weight(w, basis, qem=True, ridge=1e-4).target
     assert target.item() == pytest.approx((1.4 + 1e-4 * 0.1) / (4 + 1e-4), rel=1e-6)
 
 
@@ -122,8 +123,10 @@ def test_act_qem_target_equals_lstsq_without_ridge():
     x = torch.relu(torch.randn(2, 3, 8, 8))
     basis = torch.tensor([0.4, 0.9])
     levels, thresholds, level_codes = act_levels(basis)
-    _, index = quantize_act(x, levels, thresholds)
-    target = act_qem_target(x, index, level_codes, basis)
+    sweep = quantize_act(x, levels, thresholds, stats=True)
+    target = act_qem_target(sweep.counts, sweep.sums, level_codes, basis)
+    index = torch.bucketize(x, thresholds)  # an independent level assignment (values equal to t stay below)
+    assert torch.allclose(sweep.accumulated, levels[index])
     b = level_codes[index.reshape(-1)].double()
     expected = torch.linalg.lstsq(b, x.reshape(-1, 1).double()).solution[:, 0]
     assert torch.allclose(target.double(), expected, atol=1e-5)
@@ -134,12 +137,10 @@ def test_training_forward_moves_bases_by_the_moving_average():
     conv = LQConv2d(4, 6, 3, padding=1, weight_bits=2, act_bits=2).train()
     x = torch.relu(torch.randn(2, 4, 5, 5))
     w_basis, a_basis = conv.weight_quant.basis.clone(), conv.act_quant.basis.clone()
-    w2d = conv.weight.detach().reshape(6, -1)
-    _, level_index, order = quantize_weight(w2d, w_basis)
-    w_target = weight_qem_target(w2d, w_basis, level_index, order)
+    w_target = quantize_weight(conv.weight.detach().reshape(6, -1), w_basis, qem=True).target
     levels, thresholds, level_codes = act_levels(a_basis)
-    _, index = quantize_act(x, levels, thresholds)
-    a_target = act_qem_target(x, index, level_codes, a_basis)
+    sweep = quantize_act(x, levels, thresholds, stats=True)
+    a_target = act_qem_target(sweep.counts, sweep.sums, level_codes, a_basis)
     conv(x)
     assert torch.allclose(conv.weight_quant.basis, 0.9 * w_basis + 0.1 * w_target)
     assert torch.allclose(conv.act_quant.basis, 0.9 * a_basis + 0.1 * a_target)
@@ -385,8 +386,7 @@ def test_train_with_quant_lq_checkpoints_bases_and_resumes(tmp_path):
     rows = evaluate_configs(net, build_datamodule(cfg, cfg.data.resolutions), method.eval_configs(), progress=False)
     assert {f"acc1@{r['resolution']}": r["top1"] for r in rows} == pytest.approx(metrics, abs=1e-6)
     # resume: the bases come back from the checkpoint and training goes on
-    resumed = tiny_cfg(tmp_path / "resumed", *overrides, "trainer.max_epochs=2", f"ckpt_path={ckpt_path}")
-    train(resumed)
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 2 * ckpt["global_step"]
+    train(tiny_cfg(tmp_path, *overrides, "trainer.max_epochs=2", f"ckpt_path={ckpt_path}"))
+    assert load_checkpoint(ckpt_path)["global_step"] == 2 * ckpt["global_step"]
     with pytest.raises(CheckpointError, match="^ckpt_path: checkpoint was trained with quant="):
         train(tiny_cfg(tmp_path / "float", "method=rsnet", f"ckpt_path={ckpt_path}", "trainer.max_epochs=2"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -68,19 +69,66 @@ def midpoints(levels: Tensor) -> Tensor:
     return (levels[..., :-1] + levels[..., 1:]) / 2
 
 
-def count_exceeded(x: Tensor, thresholds: Tensor) -> Tensor:
-    """Sorted-level index of every value: the number of thresholds it exceeds (``x > t``), ``int64``.
+class Sweep(NamedTuple):
+    """Result of :func:`threshold_sweep`: ``accumulated`` shaped as ``x``; ``counts``/``sums`` the
+    number and sum of the values at each sorted level, ``(L,)`` or ``(C, L)`` (``None`` unless asked)."""
 
-    ``thresholds``: ``(L-1,)`` (one set for all of ``x``) or ``(C, L-1)`` (one set per row of a
-    2-D ``x``). One comparison pass over ``x`` per threshold (at most 15): on CPU this is 1-10x
-    faster than ``torch.bucketize``/``torch.searchsorted`` for 1-4 bits.
+    accumulated: Tensor
+    counts: Tensor | None
+    sums: Tensor | None
+
+
+def _flat(t: Tensor) -> Tensor:
+    """1-D view in memory order (contiguous or channels_last), else a flattened copy."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)
+    return t.reshape(-1)
+
+
+def threshold_sweep(x: Tensor, thresholds: Tensor, steps: Tensor | None = None, stats: bool = False) -> Sweep:
+    """One pass over ``x`` per threshold ``t_i`` (at most 15): ``accumulated = sum_i steps_i [x > t_i]``
+    (``steps=None``: 1, i.e. the sorted-level index of every value, as float), and with ``stats`` the
+    per-level counts and sums of ``x`` (from the counts/sums above each threshold, differenced).
+
+    ``thresholds``/``steps``: ``(L-1,)`` (one set for all of ``x``) or ``(C, L-1)`` (one set per row
+    of a 2-D ``x``). Float masks throughout: on CPU a comparison writing floats is ~3x faster than
+    one writing bools, and this sweep is 3-10x faster than ``torch.bucketize`` + ``torch.bincount``
+    for 1-4 bits (measured on 1M activations).
     """
+    rowwise = thresholds.dim() == 2
     thresholds = thresholds.to(x.dtype)
-    column = (lambda i: thresholds[i]) if thresholds.dim() == 1 else (lambda i: thresholds[:, i:i + 1])
-    index = (x > column(0)).to(torch.uint8)
-    for i in range(1, thresholds.shape[-1]):
-        index += x > column(i)
-    return index.long()
+    steps = None if steps is None else steps.to(x.dtype)
+
+    def column(t: Tensor, i: int) -> Tensor:
+        return t[:, i:i + 1] if rowwise else t[i]
+
+    accumulated = torch.zeros_like(x)
+    above = torch.empty_like(x)
+    counts_above, sums_above = [], []
+    for i in range(thresholds.shape[-1]):
+        torch.gt(x, column(thresholds, i), out=above)
+        if steps is None:
+            accumulated += above
+        else:
+            accumulated.addcmul_(above, column(steps, i))
+        if stats:
+            if rowwise:
+                counts_above.append(above.sum(1))
+                sums_above.append(torch.linalg.vecdot(x, above, dim=1))
+            elif x.dtype == torch.float32:
+                counts_above.append(above.sum())
+                sums_above.append(torch.dot(_flat(x), _flat(above)))
+            else:  # half/bfloat16 (autocast): the statistics are summed in float32
+                counts_above.append(above.sum(dtype=torch.float32))
+                sums_above.append((x * above).sum(dtype=torch.float32))
+    if not stats:
+        return Sweep(accumulated, None, None)
+    total_count = torch.full_like(counts_above[0], x.shape[1] if rowwise else x.numel())
+    total_sum = x.sum(1) if rowwise else x.sum(dtype=counts_above[0].dtype)
+    zero = torch.zeros_like(total_sum)
+    counts = torch.stack([total_count, *counts_above, zero], -1)
+    sums = torch.stack([total_sum, *sums_above, zero], -1)
+    return Sweep(accumulated, counts[..., :-1] - counts[..., 1:], sums[..., :-1] - sums[..., 1:])
 
 
 def initial_weight_basis(out_channels: int, bits: int, kernel_numel: int) -> Tensor:
@@ -123,29 +171,28 @@ def moving_average_(basis: Tensor, target: Tensor) -> None:
 
 
 # ------------------------------------------------------------------------------------ weights
-def quantize_weight(w2d: Tensor, basis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Quantize each row ``c`` of ``w2d`` ``(C, M)`` with its basis ``basis[c]`` ``(C, K)``.
+class QuantizedWeight(NamedTuple):
+    """``values`` ``(C, M)`` the quantized weights; ``level_index`` ``(C, M)`` the sorted-level index
+    of each (number of thresholds it exceeds); ``order`` ``(C, L)`` the code index of each sorted
+    level (a weight's code is ``order[c, level_index[c, m]]``); ``target`` ``(C, K)`` the QEM
+    target (``None`` unless asked)."""
 
-    Returns ``(q, level_index, order)``: ``q`` ``(C, M)`` the quantized values, ``level_index``
-    ``(C, M)`` the sorted-level index of each value (number of thresholds it exceeds), ``order``
-    ``(C, L)`` the code index of each sorted level (so a value's code is
-    ``order[c, level_index[c, m]]``).
-    """
+    values: Tensor
+    level_index: Tensor
+    order: Tensor
+    target: Tensor | None
+
+
+def quantize_weight(w2d: Tensor, basis: Tensor, qem: bool = False, ridge: float = WEIGHT_RIDGE) -> QuantizedWeight:
+    """Quantize each row ``c`` of ``w2d`` ``(C, M)`` with its basis ``basis[c]`` ``(C, K)``; ``qem``:
+    also the QEM target for the codes found (ridge ``delta`` = ``ridge``)."""
     codes = code_table(basis.shape[-1], signed=True, device=basis.device, dtype=basis.dtype)
     levels, order = sorted_levels(basis, codes)
-    level_index = count_exceeded(w2d, midpoints(levels))
-    return levels.to(w2d.dtype).gather(1, level_index), level_index, order
-
-
-def weight_qem_target(w2d: Tensor, basis: Tensor, level_index: Tensor, order: Tensor,
-                      ridge: float = WEIGHT_RIDGE) -> Tensor:
-    """``(C, K)`` QEM target of the weights' bases for the codes found by :func:`quantize_weight`."""
-    channels, num_levels = order.shape
-    counts = torch.zeros(channels, num_levels, device=w2d.device, dtype=torch.float32)
-    counts.scatter_add_(1, level_index, torch.ones_like(w2d, dtype=torch.float32))
-    sums = torch.zeros_like(counts).scatter_add_(1, level_index, w2d.float())
-    codes = code_table(basis.shape[-1], signed=True, device=basis.device)
-    return qem_solve(counts, sums, codes[order], basis, ridge)
+    sweep = threshold_sweep(w2d, midpoints(levels), stats=qem)
+    level_index = sweep.accumulated.long()
+    values = levels.to(w2d.dtype).gather(1, level_index)
+    target = qem_solve(sweep.counts, sweep.sums, codes[order], basis, ridge) if qem else None
+    return QuantizedWeight(values, level_index, order, target)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -188,11 +235,10 @@ class LQWeightQuantizer(nn.Module):
     @torch.no_grad()
     def quantized(self, w: Tensor, update: bool = False) -> Tensor:
         """Quantized copy of ``w`` with the current basis; ``update``: one QEM step after it."""
-        w2d = w.detach().reshape(w.shape[0], -1)
-        q, level_index, order = quantize_weight(w2d, self.basis)
+        quantized = quantize_weight(w.detach().reshape(w.shape[0], -1), self.basis, qem=update)
         if update:
-            moving_average_(self.basis, weight_qem_target(w2d, self.basis, level_index, order))
-        return q.reshape(w.shape)
+            moving_average_(self.basis, quantized.target)
+        return quantized.values.reshape(w.shape)
 
     def forward(self, w: Tensor) -> Tensor:
         compiling = torch.compiler.is_compiling()
@@ -210,9 +256,8 @@ class LQWeightQuantizer(nn.Module):
 
     def codes(self, w: Tensor) -> Tensor:
         """Code index (``uint8``, bit ``j`` = sign of basis ``j``) of every weight, shaped as ``w``."""
-        w2d = w.detach().reshape(w.shape[0], -1)
-        _, level_index, order = quantize_weight(w2d, self.basis)
-        return order.gather(1, level_index).to(torch.uint8).reshape(w.shape)
+        quantized = quantize_weight(w.detach().reshape(w.shape[0], -1), self.basis)
+        return quantized.order.gather(1, quantized.level_index).to(torch.uint8).reshape(w.shape)
 
 
 def dequantize_codes(codes: Tensor, basis: Tensor) -> Tensor:
@@ -237,36 +282,35 @@ def act_levels(basis: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return levels, thresholds, level_codes
 
 
-def quantize_act(x: Tensor, levels: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
-    """``(levels[i], i)`` with ``i`` the number of thresholds each value of ``x`` exceeds."""
-    index = count_exceeded(x, thresholds)
-    return torch.take(levels.to(x.dtype), index), index
+def quantize_act(x: Tensor, levels: Tensor, thresholds: Tensor, stats: bool = False) -> Sweep:
+    """``accumulated``: ``levels[i]`` for every value of ``x``, ``i`` the number of thresholds it
+    exceeds (``levels[0]`` is 0), summed as ``sum_i (levels[i+1] - levels[i]) [x > t_i]`` (equal to
+    the level up to float rounding); ``stats``: per-level counts and sums ``(L,)`` for QEM."""
+    return threshold_sweep(x, thresholds, levels[1:] - levels[:-1], stats)
 
 
 class _ActQuantize(torch.autograd.Function):
-    """Forward: :func:`quantize_act`; backward: identity where ``x <= top`` (the top level), 0 above
-    (the clipped straight-through estimator). Saves ``x`` itself (the ReLU before keeps it alive
-    anyway) rather than a mask."""
+    """Forward: :func:`quantize_act` (returns the quantized tensor and the per-level counts and sums);
+    backward: identity where ``x <= top`` (the top level), 0 above (the clipped straight-through
+    estimator). Saves ``x`` itself (the ReLU before keeps it alive anyway) rather than a mask."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, levels: Tensor, thresholds: Tensor, top: Tensor):
-        y, index = quantize_act(x, levels, thresholds)
-        ctx.save_for_backward(x, top)
-        ctx.mark_non_differentiable(index)
-        return y, index
+    def forward(ctx, x: Tensor, levels: Tensor, thresholds: Tensor, stats: bool):
+        sweep = quantize_act(x, levels, thresholds, stats)
+        ctx.save_for_backward(x, levels[-1])
+        if stats:
+            ctx.mark_non_differentiable(sweep.counts, sweep.sums)
+        return sweep.accumulated, sweep.counts, sweep.sums
 
     @staticmethod
-    def backward(ctx, grad: Tensor, _grad_index):
+    def backward(ctx, grad: Tensor, _counts, _sums):
         x, top = ctx.saved_tensors
-        return grad.masked_fill(x > top.to(x.dtype), 0.0), None, None, None
+        keep = torch.le(x, top.to(x.dtype), out=torch.empty_like(grad))
+        return keep.mul_(grad), None, None, None
 
 
-def act_qem_target(x: Tensor, index: Tensor, level_codes: Tensor, basis: Tensor) -> Tensor:
-    """``(K,)`` QEM target of an activation basis (no ridge): ``index`` the level of each value."""
-    flat = index.reshape(-1)
-    num_levels = level_codes.shape[0]
-    counts = torch.bincount(flat, minlength=num_levels).float()
-    sums = torch.bincount(flat, weights=x.reshape(-1).float(), minlength=num_levels)
+def act_qem_target(counts: Tensor, sums: Tensor, level_codes: Tensor, basis: Tensor) -> Tensor:
+    """``(K,)`` QEM target of an activation basis (no ridge) from per-level counts and sums ``(L,)``."""
     return qem_solve(counts[None], sums[None], level_codes[None], basis[None], 0.0)[0]
 
 
@@ -302,13 +346,14 @@ class LQActQuantizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             levels, thresholds, level_codes = act_levels(self.basis)
+        update = self.updates_now()
         if torch.is_grad_enabled() and x.requires_grad:
-            y, index = _ActQuantize.apply(x, levels, thresholds, levels[-1])
+            y, counts, sums = _ActQuantize.apply(x, levels, thresholds, update)
         else:
-            y, index = quantize_act(x, levels, thresholds)
-        if self.updates_now():
+            y, counts, sums = quantize_act(x, levels, thresholds, update)
+        if update:
             with torch.no_grad():
-                moving_average_(self.basis, act_qem_target(x.detach(), index, level_codes, self.basis))
+                moving_average_(self.basis, act_qem_target(counts.float(), sums.float(), level_codes, self.basis))
         return y
 
     @torch.no_grad()
