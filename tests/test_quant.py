@@ -390,3 +390,24 @@ def test_train_with_quant_lq_checkpoints_bases_and_resumes(tmp_path):
     assert load_checkpoint(ckpt_path)["global_step"] == 2 * ckpt["global_step"]
     with pytest.raises(CheckpointError, match="^ckpt_path: checkpoint was trained with quant="):
         train(tiny_cfg(tmp_path / "float", "method=rsnet", f"ckpt_path={ckpt_path}", "trainer.max_epochs=2"))
+
+
+# ------------------------------------------------------------------------------------ the bench
+def test_bench_train_step_times_the_quantized_step_against_the_float_one(monkeypatch):
+    from resnet_switch.bench import step as bench_step
+
+    opts = dict(bench_step.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10,
+                quant="lq", weight_bits=2, act_bits=2, device="cpu")
+    cpu = torch.device("cpu")
+    images, targets = bench_step.make_data(opts, cpu)
+    ours = bench_step.build_step("ours", opts, {}, images, targets, cpu)
+    plain = bench_step.build_step("float", opts, {}, images, targets, cpu)
+    ours()
+    assert sum(p.numel() for p in ours.params) == sum(p.numel() for p in plain.params)  # same trainables
+    assert bench_step.timed_contenders(opts) == ["ours", "baseline", "baseline_tuned", "float"]
+    fake_ms = {"ours": 3.0, "float": 2.0, "baseline": 1.0}
+    monkeypatch.setattr(bench_step, "run_child", lambda entry, job: {"ms": [fake_ms[job["role"]]]})
+    result = bench_step.train_step_task(dict(opts, rounds=1), {})
+    assert result["float_ms"] == 2.0 and result["quant_ratio"] == 1.5
+    with pytest.raises(ValueError, match="^quant: method=san is not supported"):
+        bench_step.check_options(dict(opts, method="san"), {})
