@@ -254,6 +254,15 @@ def test_preresnet18_layout_and_quantized_composition():
     assert body.layer4[1].conv2.weight.grad is not None
 
 
+def test_resnet50_composes_with_quant():
+    net = build_switchable("resnet50", [32], layers="plain", num_classes=3, quant={"weight_bits": 3, "act_bits": 4})
+    body = net.net
+    assert type(body.conv1) is nn.Conv2d and isinstance(body.layer2[0].downsample[0], LQConv2d)
+    assert body.layer3[0].conv2.weight_quant.basis.shape == (256, 3) and body.layer3[0].conv2.act_quant.bits == 4
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
 def test_preresnet18_has_resnet18_convs():
     from resnet_switch.evaluation.costs import count_costs
 

@@ -144,6 +144,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     quant = quant_spec_from_config(OmegaConf.to_container(cfg.quant, resolve=True) if cfg.get("quant") else None)
     method = build_method(cfg.method.name, resolutions, **method_kwargs(cfg))
     check_quant_method(method, quant)
+    if quant is not None and cfg.get("compile", False):
+        raise ConfigError("compile: quant=lq is not supported with compile=true (its quantizers keep per-step "
+                          "caches and update their bases in place); use compile=false")
     datamodule = build_datamodule(cfg, resolutions)
     net = build_net_for_method(method, cfg.model.name, datamodule.num_classes, datamodule.in_channels,
                                quant=quant, **backbone_kwargs(cfg))
