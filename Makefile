@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export WANDB_MODE ?= offline
 
-.PHONY: install train test test-slow lint bench experiments clean
+.PHONY: install train test test-slow lint bench gpu-check experiments clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)  ## the headline benchmarks (1 thread)
 	$(BIN)/python -m resnet_switch.bench train_step method=rsnet model=resnet18 batch_size=8 resolutions=[64,56,48,40,32] num_classes=1000 threads=1
+
+gpu-check: $(STAMP)  ## every CUDA path in one go, ~8 min on one GPU (README "GPU check"); skipped without CUDA
+	PY=$(BIN)/python bash tools/gpu_check.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

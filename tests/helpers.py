@@ -32,6 +32,13 @@ def tiny_cfg(run_dir: Path, *overrides: str, config_name: str = "train"):
         return compose(config_name, overrides=[*TINY, f"run_dir={run_dir}", *overrides])
 
 
+def compose_train(*overrides: str, config_name: str = "train"):
+    """The real config with only ``overrides`` (no tiny settings): for checks that build nothing."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=["run_dir=/tmp/rs_compose", *overrides])
+
+
 def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,

@@ -26,8 +26,10 @@ from resnet_switch.bench.data import natural_image
 from resnet_switch.cli.options import run_tool
 from resnet_switch.data.datamodule import MultiResDataModule, ToUint8CHW
 from resnet_switch.data.decode import (
+    MIN_DRAFT_SCALE,
     DecodeCropFlip,
     EncodedJpeg,
+    crop_jpeg,
     decode_for_box,
     decode_tensor,
     draft_scale,
@@ -80,15 +82,17 @@ def test_draft_decode_matches_full_decode_psnr_35db(big_jpeg, box, target, scale
     assert psnr(fast, full) >= 35.0
 
 
-@pytest.mark.parametrize("box, target", [((0, 0, 440, 440), 224), ((123, 45, 400, 300), 224), ((7, 9, 60, 80), 96)])
+@pytest.mark.parametrize("box, target", [((0, 0, 440, 440), 224), ((123, 45, 400, 300), 224), ((7, 9, 60, 80), 96),
+                                         ((100, 50, 700, 590), 224)])  # the last one fits half scale
 def test_full_decode_path_equals_pil_decode_and_resize(big_jpeg, box, target):
-    # no reduced scale fits these boxes: torchvision's decoder + torch's uint8 kernel instead of PIL
-    assert draft_scale(box[2] - box[0], box[3] - box[1], target) == 1
+    # below MIN_DRAFT_SCALE: TorchCodec's decoder + torch's uint8 kernel instead of PIL
+    assert draft_scale(box[2] - box[0], box[3] - box[1], target) < MIN_DRAFT_SCALE
     jpeg = open_image_lazy(big_jpeg)
     pixels = decode_tensor(jpeg.data)
     pil = Image.open(big_jpeg).convert("RGB")
     assert torch.equal(pixels, TF.pil_to_tensor(pil))  # the same libjpeg decode, pixel for pixel
     fast = resize_box_uint8(pixels, box, target)
+    assert torch.equal(crop_jpeg(jpeg, box, target), fast)  # the path the training crop takes
     full = TF.pil_to_tensor(pil.resize((target, target), Image.Resampling.BILINEAR, box=box))
     assert fast.shape == full.shape == (3, target, target) and fast.dtype == torch.uint8
     # PIL's filter in torch's kernel: within a grey level inside; on the edge row/column PIL's
@@ -105,7 +109,7 @@ def test_full_decode_leaves_files_it_cannot_read_to_pil(tmp_path, big_jpeg):
     truncated.write_bytes(big_jpeg.read_bytes()[:5000])
     jpeg = open_image_lazy(truncated)
     assert isinstance(jpeg, EncodedJpeg) and jpeg.size == (800, 600)  # the header is intact
-    assert decode_tensor(jpeg.data) is None  # torchvision rejects it ...
+    assert decode_tensor(jpeg.data) is None  # TorchCodec rejects it ...
     with pytest.raises(OSError):  # ... and the PIL path raises what the bad-image policy handles
         DecodeCropFlip(96, (0.08, 1.0), 3, ToUint8CHW(3))(jpeg)
     with pytest.raises(OSError):

@@ -354,7 +354,8 @@ def test_imagefolder_tiny_tree_grey_and_rgba_become_rgb(tmp_path):
     )
     assert (dm.num_classes, dm.in_channels) == (2, 3)
     info = build_dataset("imagefolder", "train", str(tmp_path), download=False)
-    assert {info.dataset[i][0].mode for i in range(4)} == {"RGB"}
+    images = [info.dataset[i][0] for i in range(4)]  # decoded now: uint8 RGB tensors (TorchCodec or PIL)
+    assert all(x.dtype == torch.uint8 and x.shape[0] == 3 for x in images)
     dm.setup("fit")
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch.images.shape == (2, 3, 16, 16) and batch.at(8).shape == (2, 3, 8, 8)

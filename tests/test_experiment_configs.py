@@ -5,10 +5,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from resnet_switch.cli.overrides import CONF_DIR
+from resnet_switch.errors import ConfigError
 from resnet_switch.methods import build_method
-from resnet_switch.train import method_kwargs
+from resnet_switch.train import check_init_options, method_kwargs
 
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("detection_"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -21,7 +22,20 @@ def test_experiment_composes_and_builds(name):
     assert cfg.data.name == "imagefolder" and cfg.trainer.strategy == "ddp"
     method = build_method(cfg.method.name, list(cfg.data.resolutions), **method_kwargs(cfg))
     assert method.resolutions[0] == 224
-    if method_name in ("mutualnet", "usnet"):
-        assert cfg.optim.decay_scope == "conv_fc" and cfg.optim.lr == 0.5
+    if method_name in ("mutualnet", "usnet"):  # lr: ImageNet 0.5 (A.1), VGG-16 0.01 (A.2), transfer 0.1 (4.2)
+        paper_lr = 0.1 if name.endswith("_transfer") else 0.01 if model_name == "vgg16" else 0.5
+        assert cfg.optim.decay_scope == "conv_fc" and cfg.optim.lr == paper_lr
     if model_name == "mobilenetv2" and method_name == "san":
         assert method.layer_kwargs()["meta_roles"] == "all"  # every conv meta in SAN's MobileNetV2
+
+
+def test_transfer_recipe_is_mutualnets_fine_tuning_and_needs_a_checkpoint():
+    """Sec. 4.2: batch 256, lr 0.1 cosine, 100 epochs, widths [0.25, 1], resolutions 224..128."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=mutualnet_mobilenetv1_transfer", "run_dir=/tmp/x"])
+    assert cfg.model.init_from == "required"
+    assert cfg.data.batch_size * 8 == 256 and cfg.trainer.max_epochs == 100 and cfg.optim.lr == 0.1
+    assert list(cfg.method.width_range) == [0.25, 1.0] and list(cfg.data.resolutions) == [224, 192, 160, 128]
+    with pytest.raises(ConfigError, match=r"^model.init_from: this experiment fine-tunes"):
+        check_init_options(cfg)

@@ -94,7 +94,7 @@ def _logged(run_dir, column):
 
 # ------------------------------------------------------------------------------------ channels_last
 def test_channels_last_trains_like_contiguous(tmp_path):
-    plain = _run(tmp_path, "contiguous", *WIDER)
+    plain = _run(tmp_path, "contiguous", *WIDER, "memory_format=contiguous")
     nhwc = _run(tmp_path, "channels_last", *WIDER, "memory_format=channels_last")
     assert plain.weights_channels_last is False
     assert nhwc.weights_channels_last is True  # every 4-D weight, after setup (device placement)

@@ -33,8 +33,34 @@ def test_training_writes_results_checkpoint_and_plot(trained):
     assert int(rows[0]["madds"]) > int(rows[1]["madds"]) > 0
     logged = (run_dir / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("train/loss", "val/acc1@16", "val/acc1@12", "val/acc5@16", "val/acc1_mean",
-                "train/alpha@16", "train/alpha@12"):
+                "train/alpha@16", "train/alpha@12", "val/acc1_ensemble"):
         assert key in logged, key
+
+
+def test_validation_logs_the_rsnet_ensemble_accuracy(trained):
+    """``val/acc1_ensemble``: top-1 of ``softmax(alpha)``-weighted logits of every training
+    resolution (the official RS-Nets validation), recomputed by hand from the final checkpoint."""
+    from resnet_switch.switch import SubnetConfig
+    from resnet_switch.train import build_datamodule
+
+    run_dir, _ = trained
+    rows = list(csv.DictReader((run_dir / "csv" / "version_0" / "metrics.csv").open()))
+    logged = [float(r["val/acc1_ensemble"]) for r in rows if r.get("val/acc1_ensemble")][-1]
+    method, net, _ = rebuild_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    dm = build_datamodule(tiny_cfg(run_dir), [16, 12])
+    dm.setup("validate")
+    weights = torch.softmax(method.alpha.detach(), 0)
+    correct = total = 0
+    with torch.no_grad():
+        for images, targets in dm.val_dataloader():
+            batch = dm.on_after_batch_transfer((images, targets))
+            combined = 0
+            for w, r in zip(weights, (16, 12)):
+                with net.switch(SubnetConfig(r)):
+                    combined = combined + w * net(batch.at(r))
+            correct += int((combined.argmax(1) == targets).sum())
+            total += len(targets)
+    assert logged == pytest.approx(100 * correct / total, abs=1e-3)
 
 
 def test_checkpoint_carries_everything_to_rebuild(trained):
@@ -95,3 +121,18 @@ def test_truncated_checkpoint_gives_a_clear_error(trained, tmp_path):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="no file"):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("extra,evaluated", [([], False), (["trainer.check_val_every_n_epoch=2"], True)])
+def test_final_table_reuses_the_last_validation_only_when_it_is_current(extra, evaluated, tmp_path, monkeypatch):
+    from resnet_switch.evaluation import results
+
+    calls = []
+    real = results.evaluate_configs
+    monkeypatch.setattr(results, "evaluate_configs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    metrics = train(tiny_cfg(tmp_path, "trainer.limit_train_batches=2", "data.val_samples=16", *extra))
+    assert bool(calls) == evaluated  # no validation after the last step: evaluated afresh
+    logged = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    val = [r for r in logged if r.get("val/acc1@16")]
+    if not evaluated:  # the table's figures are the last validation's
+        assert float(val[-1]["val/acc1@16"]) == pytest.approx(metrics["acc1@16"], abs=1e-4)

@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .cli.overrides import CONF_DIR, check_overrides
+from .cli.overrides import CONF_DIR, check_overrides, parse_hydra_args
 from .deploy.runtime import pick_device
 from .errors import ConfigError, user_errors
 from .evaluation import query_table as qt
@@ -126,19 +126,20 @@ def reuse_stored_statistics(net: SwitchableNet, configs, candidates=()) -> list[
 
 
 def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: list[SubnetConfig],
-                     cfg: DictConfig) -> list[dict]:
+                     cfg: DictConfig, extra: dict | None = None) -> list[dict]:
     """Rows ``{resolution, width, top1, top5, bn}`` in ``configs`` order.
 
     Methods that need calibration (MutualNet, US-Net, S-Net) use exact statistics for every
-    configuration (``bn_mode`` null or ``calibrate``): those stored in the checkpoint are reused,
-    the others recalibrated on ``calibration_samples`` training images. Other methods: training
-    resolutions use their own BN, unseen ones ``bn_mode`` (method default when null)."""
+    configuration (``bn_mode`` null or ``calibrate``): those stored in the checkpoint are reused
+    (``recalibrate=true``: none), the others recalibrated on ``calibration_samples`` training images.
+    Other methods: training resolutions use their own BN, unseen ones ``bn_mode`` (method default
+    when null). ``extra["ensemble"]``: the method's ensemble accuracy (RS-Net) when it has one."""
     mode = cfg.bn_mode or ("calibrate" if method.needs_calibration else method.default_bn_mode)
     if mode not in BN_MODES:
         raise ConfigError(f"bn_mode: unknown {mode!r}; choose one of {list(BN_MODES)}")
     net.state.scale_encoding = "exact" if mode == "ideal" else "nearest"  # read by SAN's scale-conditioned convs
     if method.needs_calibration and mode in ("calibrate", "ideal"):
-        missing = reuse_stored_statistics(net, configs, method.eval_configs())
+        missing = list(configs) if cfg.get("recalibrate") else reuse_stored_statistics(net, configs, method.eval_configs())
         if missing:
             calibrate_configs(net, datamodule, missing, cfg.calibration_samples)
         print(f"BN: {len(configs) - len(missing)} configuration(s) use statistics stored in the checkpoint, "
@@ -156,8 +157,10 @@ def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: li
     by_config = {}
     for group, bn_mode, label in ((own, "nearest", "own"), (unseen, state_mode, mode)):
         if group:
+            ensemble = method.ensemble if group is own else None  # RS-Net: its training resolutions
             for row, config in zip(evaluate_configs(net, datamodule, group, bn_mode=bn_mode,
-                                                    limit_batches=cfg.limit_batches), group):
+                                                    limit_batches=cfg.limit_batches, ensemble=ensemble,
+                                                    extra=extra), group):
                 by_config[config] = {**row, "bn": label}
     return [by_config[c] for c in configs]
 
@@ -168,14 +171,19 @@ def load_for_eval(path: str, device: torch.device):
     return method, net.to(device), meta
 
 
-def evaluate_checkpoint(path: str, cfg: DictConfig, test_resolutions, device: torch.device) -> list[dict]:
-    """Rows ``{model, resolution, width, top1, top5, bn, madds, params}`` for one checkpoint."""
+def evaluate_checkpoint(path: str, cfg: DictConfig, test_resolutions, device: torch.device,
+                        extra: dict | None = None) -> list[dict]:
+    """Rows ``{model, resolution, width, top1, top5, bn, madds, params}`` for one checkpoint;
+    ``extra[model label]``: the method's ensemble accuracy (RS-Net), when all its members ran."""
     method, net, meta = load_for_eval(path, device)
     label = checkpoint_label(meta)
     widths = check_eval_widths(net, cfg.get("widths") or [1.0], label)
     configs = [SubnetConfig(r, w) for w in widths for r in test_resolutions]
     datamodule = build_eval_datamodule(meta, cfg, test_resolutions)
-    rows = evaluate_with_bn(method, net, datamodule, configs, cfg)
+    found: dict = {}
+    rows = evaluate_with_bn(method, net, datamodule, configs, cfg, extra=found)
+    if "ensemble" in found and extra is not None:
+        extra[label] = found["ensemble"]
     return [{"model": label, **r} for r in add_costs(rows, net)]
 
 
@@ -212,14 +220,18 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     test_resolutions = resolve_test_resolutions(cfg, paths[0])
     device = pick_device(cfg.device)
     rows = []
+    ensembles: dict[str, dict] = {}
     for path in paths:
-        rows += evaluate_checkpoint(path, cfg, test_resolutions, device)
+        rows += evaluate_checkpoint(path, cfg, test_resolutions, device, extra=ensembles)
     several_widths = len({r["width"] for r in rows}) > 1
     for r in rows:
         r["subnet"] = f"{r['model']} w{r['width']:g}" if several_widths else r["model"]
     run_dir = Path(cfg.run_dir)
     table = pivot([{"model": r["subnet"], "resolution": r["resolution"], "top1": r["top1"]} for r in rows],
                   "model", "resolution", "top1", col_label="{}")
+    if ensembles:  # RS-Net: val/acc1_ensemble, the softmax(alpha)-weighted logits of its training resolutions
+        for row in table:
+            row["ensemble"] = ensembles.get(row["model"], {}).get("top1")
     md = markdown_table(table)
     write_csv(table, run_dir / "eval_table.csv")
     write_csv(rows, run_dir / "eval_rows.csv")
@@ -229,6 +241,9 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         series.setdefault(r["subnet"], []).append((r["madds"], r["top1"], str(r["resolution"])))
     plot_accuracy_vs_madds(series, run_dir / "acc_vs_madds.png", title="top-1 vs MAdds by test resolution")
     print(f"\n{md}\n\ntables: {run_dir / 'eval_table.md'}  plot: {run_dir / 'acc_vs_madds.png'}", flush=True)
+    for label, acc in ensembles.items():
+        print(f"val/acc1_ensemble {label}: {acc['top1']:.2f} (top-5 {acc['top5']:.2f}; softmax(alpha)-weighted logits "
+              "of its training resolutions)", flush=True)
     return rows
 
 
@@ -321,9 +336,10 @@ def _hydra_main(cfg: DictConfig) -> None:
 def main() -> None:
     import sys
 
+    args = parse_hydra_args(sys.argv[1:])
     with user_errors():
-        if not any(a.startswith("-") for a in sys.argv[1:]):
-            check_overrides(sys.argv[1:], "evaluate")
+        if args.composes_a_run and not args.multirun:
+            check_overrides(args.overrides, "evaluate", [CONF_DIR, *args.config_dirs])
     _hydra_main()
 
 

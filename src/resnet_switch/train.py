@@ -20,22 +20,26 @@ from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from .cli.options import check_type
-from .cli.overrides import CONF_DIR, check_group_choices, check_overrides
+from .cli.overrides import CONF_DIR, check_group_choices, check_overrides, parse_hydra_args
+from .cli.ranges import check_ranges
 from .errors import ConfigError, user_errors
 from .evaluation.results import final_results, publish_results
 from .layers.quant import quant_spec_from_config
 from .methods import build_method
+from .methods.build import backbone_kwargs as backbone_arguments
 from .methods.build import build_net_for_method, check_quant_method
 from .models import load_plain_weights
 from .switch import check_resolutions
 from .training.allocator import keep_freed_memory
 from .training.checkpointing import AtomicCheckpointIO, CheckpointError, check_compatible, load_checkpoint
+from .training.init_from import init_from_checkpoint
 from .training.lit_module import SwitchModule, metric_suffix
-from .training.speed import check_memory_format
-from .training.sweeps import cluster_plugins, quiet_schema_warning
+from .training.quiet import quiet_third_party
+from .training.speed import check_memory_format, resolve_memory_format
+from .training.sweeps import cluster_plugins
 
 METHOD_KEYS_FOR_DATA = ("name", "crop")  # method.* entries that are not method arguments
-MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles")
+INIT_FROM_REQUIRED = "required"  # an experiment's model.init_from that the command line must fill
 
 
 def wandb_offline() -> bool:
@@ -59,8 +63,7 @@ def method_kwargs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def backbone_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    return {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()
-            if k not in MODEL_KEYS_NOT_BACKBONE}
+    return backbone_arguments(OmegaConf.to_container(cfg.model, resolve=True))
 
 
 def build_datamodule(cfg: DictConfig, resolutions, test_resolutions=None) -> L.LightningDataModule:
@@ -101,7 +104,8 @@ def instantiate_checked(cfg: Any, field: str, **kwargs: Any) -> Any:
         return instantiate(cfg, **kwargs)
     except Exception as err:  # instantiate wraps the target's TypeError/ValueError in its own types
         cause = err.__cause__ or err
-        raise ConfigError(f"{field}: {str(cause).strip().splitlines()[0]}") from None
+        message = str(cause).strip().splitlines()[0]
+        raise ConfigError(message if message.startswith(field) else f"{field}: {message}") from None
 
 
 def instantiate_group(cfg: DictConfig | None, field: str) -> list:
@@ -109,34 +113,38 @@ def instantiate_group(cfg: DictConfig | None, field: str) -> list:
             if c is not None and "_target_" in c]
 
 
-INTEGER_FIELDS = {  # field -> smallest allowed value (None values mean "unset" and pass)
-    "trainer.max_epochs": 1, "trainer.max_steps": -1, "trainer.log_every_n_steps": 1,
-    "trainer.check_val_every_n_epoch": 1, "data.batch_size": 1, "data.num_workers": 0,
-    "calibration_samples": 1, "seed": 0, "callbacks.last_checkpoint.every_n_train_steps": 1,
-}
-
-
-def check_integers(cfg: DictConfig) -> None:
-    """One-line errors for integer settings of the wrong type or range (before any work starts)."""
-    for field, lowest in INTEGER_FIELDS.items():
-        value = OmegaConf.select(cfg, field)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            raise ConfigError(f"{field}: expected an integer >= {lowest}, got {value!r}")
-
-
 def check_speed_options(cfg: DictConfig) -> None:
     """One-line errors for ``memory_format`` and ``compile`` (before any work starts)."""
-    check_memory_format(cfg.get("memory_format", "contiguous"))
+    check_memory_format(cfg.get("memory_format", "auto"))
     check_type("compile", cfg.get("compile", False), False)
+
+
+def on_cuda(trainer_cfg: DictConfig) -> bool:
+    """Whether the Trainer will run on CUDA (``accelerator`` gpu/cuda, or auto with a CUDA device)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def check_init_options(cfg: DictConfig) -> None:
+    """``model.init_from``: given when an experiment requires it (``init_from: required``; Hydra's
+    ``???`` cannot override the model file's ``null``), not with ``model.pretrained``."""
+    if cfg.model.get("init_from") == INIT_FROM_REQUIRED:
+        raise ConfigError("model.init_from: this experiment fine-tunes a trained network; pass "
+                          "model.init_from=PATH of a checkpoint written by resnet_switch.train")
+    if cfg.model.get("init_from") and cfg.model.get("pretrained"):
+        raise ConfigError("model.pretrained: give either model.pretrained (a plain torchvision state dict) or "
+                          "model.init_from (a resnet_switch checkpoint), not both")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model per configuration; returns ``{metric: value}``."""
-    check_integers(cfg)
+    quiet_third_party()  # again here: sweep launchers and spawned processes call train() directly
+    check_init_options(cfg)
+    check_ranges(cfg)
     check_speed_options(cfg)
     keep_freed_memory()
+    if check_task(cfg) != "classification":
+        return train_other_task(cfg)
     resolutions = check_resolutions(list(cfg.data.resolutions), "data.resolutions")
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -159,7 +167,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)
     if ckpt_path is not None:
         check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions,
-                         quant)
+                         spec=net.spec, quant=quant)
+    elif cfg.model.get("init_from"):  # a resumed run already holds the fine-tuned weights
+        init_from_checkpoint(net, cfg.model.init_from, cfg.method.name, cfg.model.get("init_bn_mode"),
+                             cfg.model.get("init_classifier", "auto"),
+                             keep_statistics=method.eval_configs() if method.needs_calibration else [])
 
     module = SwitchModule(
         method, net, optim=OmegaConf.to_container(cfg.optim, resolve=True),
@@ -169,7 +181,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                   "model": OmegaConf.to_container(cfg.model, resolve=True)},
         calibration_samples=cfg.calibration_samples,
         sync_bn=bool(cfg.trainer.get("sync_batchnorm", False)),
-        memory_format=cfg.get("memory_format", "contiguous"), compile_net=cfg.get("compile", False),
+        memory_format=resolve_memory_format(cfg.get("memory_format", "auto"), net, on_cuda(cfg.trainer)),
+        compile_net=cfg.get("compile", False),
     )
     loggers = instantiate_group(cfg.get("logger"), "logger")
     callbacks = instantiate_group(cfg.get("callbacks"), "callbacks")
@@ -188,6 +201,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {f"acc1@{metric_suffix_row(r)}": r["top1"] for r in rows}
     _finish_wandb(loggers)
     return metrics
+
+
+TASKS = ("classification", "detection")
+
+
+def check_task(cfg: DictConfig) -> str:
+    """The task; one line when a method or data option belongs to another task."""
+    task = cfg.get("task", "classification")
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown {task!r}; choose one of {list(TASKS)}")
+    for group in ("method", "data"):
+        if task == "classification" and cfg[group].get("task") == "detection":
+            raise ConfigError(f"{group}: {cfg[group].get('name')!r} is a detection option; add task=detection")
+    return task
+
+
+def train_other_task(cfg: DictConfig) -> dict[str, float]:
+    """``task=detection``: the detection package trains (README "Detection")."""
+    if cfg.get("compile"):
+        raise ConfigError("compile: not supported with task=detection; drop it")
+    if cfg.get("quant") and cfg.quant.get("name", "none") != "none":
+        raise ConfigError("quant: quant=lq is a classification option; drop it with task=detection")
+    if cfg.get("memory_format", "auto") not in ("auto", "contiguous"):
+        raise ConfigError(f"memory_format={cfg.memory_format}: not supported with task=detection "
+                          "(it trains contiguous); drop it")
+    from .detection.train import train_detection
+
+    return train_detection(cfg)
 
 
 def metric_suffix_row(row: dict[str, Any]) -> str:
@@ -212,14 +253,14 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    quiet_schema_warning()
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
-    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    quiet_third_party()
+    args = parse_hydra_args(sys.argv[1:])
+    conf_dirs = [CONF_DIR, *args.config_dirs]
     with user_errors():
-        if multirun:
-            check_group_choices(overrides)
-        elif not any(a.startswith(("--", "-c", "-h")) for a in sys.argv[1:]):
-            check_overrides(overrides, "train")
+        if args.multirun:
+            check_group_choices(args.overrides, conf_dirs)
+        elif args.composes_a_run:
+            check_overrides(args.overrides, "train", conf_dirs)
     _hydra_main()
 
 

@@ -22,8 +22,13 @@ The LAST line of stdout is one JSON object; human lines come before it. Tasks (`
 - ``data``: CPU ms per multi-resolution training sample from a JPEG: ours (one crop in the worker,
   draft decoding, device-side resizes counted), the official protocol (PIL resize per resolution),
   single-resolution RandomResizedCrop. Options and keys: :mod:`resnet_switch.bench.data`.
+- ``loader``: training-loader throughput (img/s) from generated JPEGs with N workers, ``data.decode``
+  worker vs device (the GPU decodes). Options and keys: :mod:`resnet_switch.bench.loader`.
 
-``infer`` and ``data`` take their own options (``DEFAULTS`` of their modules). For ``train_step`` and
+``train_step`` and ``memory`` run every contender with the same ``precision`` (32 | bf16-mixed |
+16-mixed: autocast, fp16 with a gradient scaler) and ``memory_format`` (contiguous | channels_last).
+
+``infer``, ``data`` and ``loader`` take their own options (``DEFAULTS`` of their modules). For ``train_step`` and
 ``memory``, keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
 ``width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
 """
@@ -38,6 +43,7 @@ import torch
 from ..cli.options import check_choice, parse_options
 from . import data as bench_data
 from . import infer as bench_infer
+from . import loader as bench_loader
 from .step import DEFAULTS, check_options, memory_task, train_step_task
 
 TASKS: dict[str, Callable[[dict, dict], dict]] = {
@@ -45,8 +51,9 @@ TASKS: dict[str, Callable[[dict, dict], dict]] = {
     "memory": memory_task,
     "infer": bench_infer.infer_task,
     "data": bench_data.data_task,
+    "loader": bench_loader.loader_task,
 }
-OWN_OPTIONS = {"infer": bench_infer, "data": bench_data}  # tasks with their own DEFAULTS / check_options
+OWN_OPTIONS = {"infer": bench_infer, "data": bench_data, "loader": bench_loader}  # tasks with their own DEFAULTS / check_options
 
 
 def main(argv: list[str]) -> None:
@@ -63,7 +70,8 @@ def main(argv: list[str]) -> None:
         raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
     torch.set_num_threads(opts["threads"])  # contenders run in child processes with their own settings
     result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
-              "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"]}
+              "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"],
+              "precision": opts["precision"], "memory_format": opts["memory_format"]}
     if extra:
         result["method_kwargs"] = extra
     if opts["compare_method"]:
@@ -73,7 +81,7 @@ def main(argv: list[str]) -> None:
 
 
 def run_own_options_task(task: str, argv: list[str]) -> None:
-    """``infer`` / ``data``: options from the task module; JSON header = task + those options."""
+    """``infer`` / ``data`` / ``loader``: options from the task module; JSON header = task + those options."""
     module = OWN_OPTIONS[task]
     opts, _ = parse_options(module.DEFAULTS, argv)
     module.check_options(opts)

@@ -6,7 +6,7 @@ Three contenders turn one file into training input at every resolution of ``reso
 
 - ``ours``: the real data path. Worker: ``MultiResDataModule(name="imagefolder")``'s training item
   (file read, size from the JPEG header, ONE random-resized crop at the largest resolution with
-  draft or torchvision decoding, one flip, uint8). The other resolutions are made on the device (``on_after_batch_transfer`` and
+  draft (PIL) or TorchCodec decoding, one flip, uint8). The other resolutions are made on the device (``on_after_batch_transfer`` and
   ``batch.at(r)``): on a GPU that is GPU time, so ``ours_ms`` is the worker's CPU alone, as for the
   other contenders. When the device is the CPU itself, that device-side work costs CPU too: it is
   timed here on batches of ``batch_size`` samples (cost per sample) and reported as
@@ -44,7 +44,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as F1
 
 from ..data.datamodule import MultiResDataModule
-from ..data.decode import draft_scale
+from ..data.decode import MIN_DRAFT_SCALE, draft_scale
 from ..switch import check_resolutions
 
 DEFAULTS: dict[str, Any] = {
@@ -143,7 +143,8 @@ def cpu_ms(fn, *args) -> tuple[float, Any]:
 
 
 def draft_share(opts: dict[str, Any], draws: int = 2000) -> float:
-    """Share of random-resized crops of an ``image_size`` image that decode at reduced scale."""
+    """Share of random-resized crops of an ``image_size`` image that decode at reduced scale (the
+    PIL draft path: a scale of ``MIN_DRAFT_SCALE`` or more)."""
     width, height = opts["image_size"]
     r = opts["resolutions"][0]
     image = Image.new("L", (width, height))
@@ -152,7 +153,7 @@ def draft_share(opts: dict[str, Any], draws: int = 2000) -> float:
     count = 0
     for _ in range(draws):
         _, _, h, w = T.RandomResizedCrop.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))
-        count += draft_scale(w, h, r) > 1
+        count += draft_scale(w, h, r) >= MIN_DRAFT_SCALE
     torch.random.set_rng_state(gen_state)
     return count / draws
 
@@ -204,7 +205,7 @@ def data_task(opts: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
           f"JPEG ~{out['jpeg_kb']:.0f} KB, resolutions {resolutions}):\n"
           f"  ours     {worker:7.3f}  (one crop; the other resolutions on the device)\n"
           f"  official {mean['official']:7.3f}\n  single   {mean['single']:7.3f}\n"
-          f"  (full PIL decode alone {mean['decode']:.3f}; crops decodable at reduced scale: {out['draft_share']:.1%})\n"
+          f"  (full PIL decode alone {mean['decode']:.3f}; crops decoded at reduced scale: {out['draft_share']:.1%})\n"
           f"  ours / single = {out['ours_vs_single']:.3f} (target <= 1.3), "
           f"ours / official = {out['ours_vs_official']:.3f} (target <= 0.35)\n"
           f"device = CPU: + {mean['device']:.3f} ms for every resolution from the crop -> {cpu_training:.3f} ms, "

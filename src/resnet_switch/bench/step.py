@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from ..methods.build import build_method_and_net, check_quant_method
 from ..models import BACKBONES, TORCHVISION_NAMES, build_switchable
 from ..switch import check_resolutions
 from ..training.allocator import keep_freed_memory
+from ..training.speed import MEMORY_FORMATS, use_channels_last
 
 DEFAULTS: dict[str, Any] = {
     "method": "rsnet",
@@ -42,32 +44,57 @@ DEFAULTS: dict[str, Any] = {
     "rounds": 2,  # fresh processes per contender (train_step); each times ``steps`` steps
     "compare_method": None,
     "device": "auto",  # auto = cuda when available, else cpu
+    "precision": "32",  # 32 | bf16-mixed | 16-mixed: autocast around every contender's forwards (16: + grad scaler)
+    "memory_format": "contiguous",  # channels_last: every contender's weights and input images NHWC
+    "baseline_tuned": True,  # train_step: also time the plain model with the framework's process settings
     "quant": "none",  # lq: ``method`` runs LQ-quantized, and a ``float`` contender (same method, float) is timed too
     "weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
     "act_bits": 2,  # quant=lq: 1..4, 32 = float activations
 }
+# trainer.precision names -> autocast dtype (None: no autocast)
+PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16,
+                                             "16-mixed": torch.float16}
 SEED = 0  # data and initialisation (not an option: ``seed=`` goes to methods that take one)
 LR, MOMENTUM = 0.01, 0.9
 
 
 # ----------------------------------------------------------------------------- one training step
+def autocast(opts: dict, device: torch.device) -> AbstractContextManager:
+    """``opts["precision"]``'s autocast on ``device`` (a null context for 32)."""
+    dtype = PRECISIONS[opts["precision"]]
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 class TrainStep:
-    """A callable running one optimisation step of one contender (``run`` does forward+backward).
+    """A callable running one optimisation step of one contender (``run(backward)`` does the
+    forwards and calls ``backward(loss)``).
 
     ``set_to_none``: ``zero_grad(set_to_none=...)`` after the step; the memory task sets it False so
     gradients stay allocated and a measured step adds only activations and temporaries.
+    ``scaler``: a gradient scaler (``16-mixed``): losses are scaled, the step unscales and skips
+    non-finite gradients, as Lightning's fp16 precision does. ``network``: the model it trains.
     """
 
-    def __init__(self, label: str, run: Callable[[], None], params: list[nn.Parameter]):
+    def __init__(self, label: str, run: Callable[[Callable[[torch.Tensor], None]], None], params: list[nn.Parameter],
+                 scaler: torch.amp.GradScaler | None = None, network: nn.Module | None = None):
         self.label = label
+        self.network = network
         self.run = run
         self.params = params
         self.optimizer = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM)
+        self.scaler = scaler
         self.set_to_none = True
 
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
     def __call__(self) -> None:
-        self.run()
-        self.optimizer.step()
+        self.run(self.backward)
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=self.set_to_none)
 
     @torch.no_grad()
@@ -102,21 +129,28 @@ def quant_spec(opts: dict) -> dict | None:
                                    "act_bits": opts["act_bits"]})
 
 
+def grad_scaler(opts: dict, device: torch.device) -> torch.amp.GradScaler | None:
+    return torch.amp.GradScaler(device.type) if opts["precision"] == "16-mixed" else None
+
+
 def method_step(method_name: str, method_kwargs: dict, opts: dict, images, targets, device,
                 quant: dict | None = None) -> TrainStep:
+    """One step of ``method_name`` as ``SwitchModule`` runs it: the method's step under autocast,
+    channels_last through :func:`~resnet_switch.training.speed.use_channels_last`; ``quant``: the
+    net spec's quantization (LQ-Nets)."""
     torch.manual_seed(SEED)
     method, net = build_method_and_net(method_name, opts["resolutions"], opts["model"], opts["num_classes"],
                                        method_kwargs=method_kwargs, quant=quant)
     method.to(device).train()
     net.to(device).train()
+    if opts["memory_format"] == "channels_last":
+        use_channels_last(net)
 
-    def backward(loss: torch.Tensor) -> None:
-        loss.backward()
+    def run(backward) -> None:
+        with autocast(opts, device):
+            method.training_step(net, MultiResBatch(images, targets), backward)
 
-    def run() -> None:
-        method.training_step(net, MultiResBatch(images, targets), backward)
-
-    return TrainStep(method_name, run, unique_params(net, method))
+    return TrainStep(method_name, run, unique_params(net, method), grad_scaler(opts, device), net)
 
 
 def baseline_model(opts: dict) -> nn.Module:
@@ -128,17 +162,22 @@ def baseline_model(opts: dict) -> nn.Module:
 
 
 def baseline_step(opts: dict, images, targets, device) -> TrainStep:
-    """S forwards of one plain model (same batch, resized the same way), one backward of the CE sum."""
+    """S forwards of one plain model (same batch, resized the same way), one backward of the CE sum;
+    the same autocast and memory format as ours."""
     torch.manual_seed(SEED)
     model = baseline_model(opts).to(device).train()
     resolutions = opts["resolutions"]
+    layout = torch.channels_last if opts["memory_format"] == "channels_last" else torch.contiguous_format
+    model.to(memory_format=layout)
 
-    def run() -> None:
+    def run(backward) -> None:
         batch = MultiResBatch(images, targets)
-        loss = sum(F.cross_entropy(model(batch.at(r)), batch.targets) for r in resolutions)
-        loss.backward()
+        with autocast(opts, device):
+            loss = sum(F.cross_entropy(model(batch.at(r).contiguous(memory_format=layout)), batch.targets)
+                       for r in resolutions)
+        backward(loss)
 
-    return TrainStep("baseline", run, unique_params(model))
+    return TrainStep("baseline", run, unique_params(model), grad_scaler(opts, device), model)
 
 
 def build_step(role: str, opts: dict, method_kwargs: dict, images, targets, device) -> TrainStep:
@@ -222,8 +261,10 @@ def time_child(payload: str) -> None:
 
 
 def timed_contenders(opts: dict) -> list[str]:
-    skip = {"compare": not opts["compare_method"], "float": opts["quant"] == "none"}
-    return [name for name in TIMED_CONTENDERS if not skip.get(name, False)]
+    skip = {"compare"} if not opts["compare_method"] else set()
+    skip |= {"baseline_tuned"} if not opts["baseline_tuned"] else set()
+    skip |= {"float"} if opts["quant"] == "none" else set()
+    return [name for name in TIMED_CONTENDERS if name not in skip]
 
 
 def train_step_task(opts: dict, method_kwargs: dict) -> dict:
@@ -245,10 +286,13 @@ def train_step_task(opts: dict, method_kwargs: dict) -> dict:
     for name, ms in times.items():
         print(f"{name:>14} ({labels[name]}): median {median[name]:.2f} ms/step over {len(ms)} steps "
               f"(min {min(ms):.2f}, max {max(ms):.2f})", flush=True)
+    images_per_s = {name: opts["batch_size"] * 1000.0 / ms for name, ms in median.items()}
     out = {"ours_ms": round(median["ours"], 3), "baseline_ms": round(median["baseline"], 3),
            "ratio": round(median["ours"] / median["baseline"], 4),
-           "baseline_tuned_ms": round(median["baseline_tuned"], 3),
-           "ratio_tuned": round(median["ours"] / median["baseline_tuned"], 4)}
+           "ours_img_s": round(images_per_s["ours"], 1), "baseline_img_s": round(images_per_s["baseline"], 1)}
+    if "baseline_tuned" in median:
+        out.update(baseline_tuned_ms=round(median["baseline_tuned"], 3),
+                   ratio_tuned=round(median["ours"] / median["baseline_tuned"], 4))
     if "compare" in median:
         out.update(compare_ms=round(median["compare"], 3), compare_ratio=round(median["ours"] / median["compare"], 4))
     if "float" in median:
@@ -363,6 +407,8 @@ def check_options(opts: dict, extra: dict) -> None:
         check_choice("compare_method", opts["compare_method"], list(METHODS))
     check_choice("model", opts["model"], list(BACKBONES))
     check_choice("quant", opts["quant"], list(QUANT_KINDS))
+    check_choice("precision", opts["precision"], list(PRECISIONS))
+    check_choice("memory_format", opts["memory_format"], list(MEMORY_FORMATS))
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
     for key, low in (("batch_size", 2), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0), ("rounds", 1)):
         if opts[key] < low:

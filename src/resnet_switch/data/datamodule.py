@@ -7,10 +7,14 @@ Device (``on_after_batch_transfer``): float, /255, normalise -> ``MultiResBatch`
 that same crop (bilinear, antialias; on the CPU from the uint8 crop, the cheap kernel, see
 ``MultiResBatch``). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
 Options: ``crop="multi"`` (ablation: an independent crop+flip per train resolution, made in the worker);
-``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val).
+``resize_on="worker"`` (fidelity: the worker resizes to every resolution, train and val);
+``protocol``: the validation images of a source repository (:data:`PROTOCOLS`), to reproduce its
+published numbers with its weights; ``mean``/``std``: a normalisation other than the data set's.
 Worker items for those options are tuples of uint8 images, one per resolution, high to low.
 Under DDP every process loads its own share of each epoch (:mod:`.sampling`); ``batch_size`` is per
 process. ``imagefolder`` files that cannot be decoded are skipped or fail (``on_bad_image``).
+``decode="device"`` (``imagefolder``, training): the workers read the JPEGs and draw their crops, the
+GPU decodes them (:mod:`.device_decode`); without CUDA the workers decode (the same order and crops).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -29,9 +34,22 @@ from ..training.distributed import rank as rank_of_process
 from ..training.distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
 from .decode import DecodeCropFlip, EncodedJpeg
+from .device_decode import DeferredCollate, DeferredJpegBatch, decode_batch, device_decode_available
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
-from .multires import MultiResBatch
+from .multires import MultiResBatch, resize_align_corners
 from .sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
+
+# validation images per protocol (the official loaders, read from their code):
+#   ours: Resize(round(R / val_crop_ratio)) + CenterCrop(R) at the largest test resolution R in the
+#     worker, each smaller resolution resized from that crop on the device (bilinear, antialias);
+#   rsnets, san, slimmable: EVERY resolution r from the original image in the worker, PIL
+#     Resize(int(r / val_crop_ratio)) (shorter side, bilinear) + CenterCrop(r) (RS-Nets and SAN
+#     utils/dataloaders.py; slimmable_networks' Resize(256) + CenterCrop(224) is the 224 case);
+#   mutualnet: Resize(int(R / val_crop_ratio)) + CenterCrop(R) once (256/224), every resolution
+#     F.interpolate(bilinear, align_corners=True) of the normalised crop -- the rule its train.py
+#     uses for every batch, so here for training and calibration batches too.
+PROTOCOLS = ("ours", "rsnets", "san", "slimmable", "mutualnet")
+PER_RESOLUTION_PROTOCOLS = ("rsnets", "san", "slimmable")
 
 SYNTHETIC_TRAIN_SAMPLES = 8_000
 SYNTHETIC_VAL_SAMPLES = 2_000
@@ -126,6 +144,45 @@ class TransformedDataset(Dataset):
             return self.transform(image), label
 
 
+def unchanged(image):
+    """The identity (a picklable worker transform)."""
+    return image
+
+
+def check_normalization(mean, std) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``(mean, std)`` as tuples (both or neither given; std positive)."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None or len(mean) != len(std) or not len(mean):
+        raise ValueError(f"data.mean / data.std: give both, one number per channel, got mean={mean!r} std={std!r}")
+    if any(not s > 0 for s in std):
+        raise ValueError(f"data.std: must be positive, got {std!r}")
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+DECODE_PLACES = ("worker", "device")
+
+
+def check_decode(decode: str, name: str, crop: str, resize_on: str) -> bool:
+    """Check ``data.decode``; True when the training JPEGs will be decoded on the GPU (``device``
+    with CUDA and TorchCodec; otherwise ``device`` falls back to the workers, said once)."""
+    if decode not in DECODE_PLACES:
+        raise ValueError(f"data.decode must be 'worker' or 'device', got {decode!r}")
+    if decode == "worker":
+        return False
+    if name != "imagefolder":
+        raise ValueError(f"data.decode=device: only data=imagefolder reads JPEG files (data={name}); "
+                         "use data.decode=worker")
+    if crop != "single" or resize_on != "device":
+        raise ValueError("data.decode=device needs data.crop=single and data.resize_on=device (one crop per "
+                         "sample, resized on the device); use data.decode=worker")
+    if not device_decode_available():
+        rank_zero_info("data.decode=device: no CUDA device (or no TorchCodec), so the workers decode the JPEGs: "
+                       "the same sample order and crops as data.decode=worker")
+        return False
+    return True
+
+
 def _descending(resolutions: Sequence[int]) -> tuple[int, ...]:
     res = tuple(sorted({int(r) for r in resolutions}, reverse=True))
     if not res or res[-1] < 1:
@@ -155,9 +212,17 @@ class MultiResDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         seed: int = 0,
         on_bad_image: str = "skip",
+        protocol: str = "ours",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        decode: str = "worker",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"data.protocol: unknown {protocol!r}; choose one of {list(PROTOCOLS)}")
+        self.protocol = protocol
+        self._mean, self._std = check_normalization(mean, std)
         if crop not in ("single", "multi"):
             raise ValueError(f"data.crop must be 'single' or 'multi', got {crop!r}")
         if resize_on not in ("device", "worker"):
@@ -166,6 +231,7 @@ class MultiResDataModule(L.LightningDataModule):
             raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise ValueError(f"data.on_bad_image: unknown {on_bad_image!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
+        self.decode_on_device = check_decode(decode, name, crop, resize_on)
         self.on_bad_image = on_bad_image
         self.name, self.root, self.download = name, root, bool(download)
         self._train_res = _descending(train_resolutions)
@@ -204,11 +270,11 @@ class MultiResDataModule(L.LightningDataModule):
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return self.meta.mean
+        return self._mean if self._mean is not None else self.meta.mean
 
     @property
     def std(self) -> tuple[float, ...]:
-        return self.meta.std
+        return self._std if self._std is not None else self.meta.std
 
     @property
     def train_resolutions(self) -> tuple[int, ...]:
@@ -239,8 +305,10 @@ class MultiResDataModule(L.LightningDataModule):
 
         if self.crop == "multi":
             return PerResolution(to_uint8, {r: v2.Compose([crop(r), flip]) for r in self._train_res})
-        # one crop + flip; a lazily opened JPEG (imagefolder) is decoded at the scale its crop needs
-        one_crop = DecodeCropFlip(self.max_train_resolution, self.crop_scale, self.in_channels, to_uint8)
+        # one crop + flip; a lazily opened JPEG (imagefolder) is decoded at the scale its crop needs,
+        # or only read, its crop drawn and decoded on the GPU (decode=device)
+        one_crop = DecodeCropFlip(self.max_train_resolution, self.crop_scale, self.in_channels, to_uint8,
+                                  defer=self.decode_on_device)
         if self.resize_on == "worker":
             return PerResolution(one_crop, {r: v2.Resize([r, r], antialias=True) for r in self._train_res})
         return one_crop
@@ -252,6 +320,13 @@ class MultiResDataModule(L.LightningDataModule):
         def centre(r: int):
             return v2.Compose([v2.Resize(round(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r)])
 
+        if self.protocol != "ours":  # the official loaders: int(r / ratio), resized as the image comes (PIL)
+            def official(r: int):
+                return v2.Compose([v2.Resize(int(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r), to_uint8])
+
+            if self.protocol in PER_RESOLUTION_PROTOCOLS:
+                return PerResolution(unchanged, {r: official(r) for r in self._test_res})
+            return official(self.max_test_resolution)
         if self.resize_on == "worker":
             return PerResolution(to_uint8, {r: centre(r) for r in self._test_res})
         return v2.Compose([to_uint8, centre(self.max_test_resolution)])
@@ -292,6 +367,7 @@ class MultiResDataModule(L.LightningDataModule):
         return self._datasets[split]
 
     def _loader(self, dataset: Dataset, sampler, train: bool, cls=DataLoader) -> DataLoader:
+        deferred = train and self.decode_on_device  # training items may be DeferredCrops
         return cls(
             dataset,
             batch_size=self.batch_size,
@@ -301,6 +377,7 @@ class MultiResDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=DeferredCollate(self.in_channels, self.max_train_resolution) if deferred else None,
         )
 
     def train_dataloader(self) -> ResumableLoader:
@@ -347,11 +424,19 @@ class MultiResDataModule(L.LightningDataModule):
         logs = [getattr(d, "bad_images", None) for d in self._datasets.values()]
         return sum(log.count() for log in logs if log is not None)
 
+    def _device_decode_error(self, path: str, err: BaseException) -> None:
+        """A training JPEG the device could not decode (nor the CPU after it): the bad-image policy."""
+        log = getattr(self._datasets.get("train"), "bad_images", None)
+        (log or BadImageLog(1, self.on_bad_image)).report(None, path, err)
+
     # ---- device side ------------------------------------------------------------------------------
     def _scale_shift(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """(1, C, 1, 1) float tensors with x_uint8 * scale + shift = (x / 255 - mean) / std; one copy per device."""
         out = self._affine.get(device)
         if out is None:
+            if len(self.mean) != self.in_channels:
+                raise ValueError(f"data.mean / data.std: {len(self.mean)} entries but the images have "
+                                 f"{self.in_channels} channels")
             mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
             out = self._affine[device] = ((1.0 / (255.0 * std)).to(device), (-mean / std).to(device))
@@ -364,11 +449,17 @@ class MultiResDataModule(L.LightningDataModule):
         return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int = 0):
-        """``(uint8 images | tuple of them, targets)`` on the device -> ``MultiResBatch``."""
+        """``(uint8 images | tuple of them, targets)`` or a :class:`DeferredJpegBatch` (decoded here)
+        on the device -> ``MultiResBatch``."""
         if isinstance(batch, MultiResBatch):
             return batch
+        if isinstance(batch, DeferredJpegBatch):
+            mode = "RGB" if self.in_channels == 3 else "L"
+            batch = decode_batch(batch, mode, on_error=self._device_decode_error), batch.targets
         images, targets = batch
         if isinstance(images, Tensor):
-            return MultiResBatch(self.normalize(images), targets, source=images, normalize=self.normalize)
+            resize = resize_align_corners if self.protocol == "mutualnet" else None
+            return MultiResBatch(self.normalize(images), targets, source=images, normalize=self.normalize,
+                                 resize=resize)
         per_resolution = {int(x.shape[-1]): self.normalize(x) for x in images}
         return MultiResBatch(per_resolution[max(per_resolution)], targets, per_resolution)

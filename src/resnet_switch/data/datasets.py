@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .imagefolder import ImageFiles, class_folders, decode_rgb, list_samples
+from .imagefolder import ImageFiles, class_folders, list_samples
 from .synthetic import SyntheticScaleDataset, class_names
 
 DEFAULT_ROOT = "~/.cache/resnet_switch/data"
@@ -164,14 +164,14 @@ def _imagefolder_dir(root: str | None, split: str) -> Path:
 
 def _imagefolder(root: str | None, split: str, lazy_decode: bool = False) -> Dataset:
     """The split's image files, labelled with the train split's classes (:mod:`.imagefolder`: unknown
-    or empty class folders fail at setup); items are decoded RGB images, or with ``lazy_decode``
-    read but not decoded (:func:`.decode.open_image_lazy`: JPEGs then decode at the scale their crop
-    needs)."""
-    from .decode import open_image_lazy
+    or empty class folders fail at setup); items are decoded RGB uint8 ``(3, H, W)`` images
+    (:func:`.decode.decode_file`: TorchCodec, PIL where it cannot), or with ``lazy_decode`` read but
+    not decoded (:func:`.decode.open_image_lazy`: JPEGs then decode at the scale their crop needs)."""
+    from .decode import decode_file, open_image_lazy
 
     classes = class_folders(_imagefolder_dir(root, "train"))
     samples = list_samples(_imagefolder_dir(root, split), classes, split)
-    return ImageFiles(samples, classes, open_image_lazy if lazy_decode else decode_rgb)
+    return ImageFiles(samples, classes, open_image_lazy if lazy_decode else decode_file)
 
 
 def check_labels(dataset: Dataset, num_classes: int, split: str) -> None:

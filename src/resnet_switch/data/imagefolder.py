@@ -68,7 +68,7 @@ def list_samples(folder: Path, classes: list[str], split: str) -> list[tuple[str
 
 
 class ImageFiles(Dataset):
-    """``(image, label)`` items of an image folder; ``loader(path)`` opens/decodes a file (PIL).
+    """``(image, label)`` items of an image folder; ``loader(path)`` reads or decodes a file (:mod:`.decode`).
 
     Attributes ``samples`` (``(path, label)``) and ``targets`` as torchvision's ``ImageFolder``.
     """
@@ -83,13 +83,6 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int):
         path, label = self.samples[index]
         return self.loader(path), label
-
-
-def decode_rgb(path: str) -> Image.Image:
-    """Read and decode ``path`` now, as RGB (see :func:`convert_mode`)."""
-    with Image.open(path) as image:
-        image.load()
-        return convert_mode(image, "RGB")
 
 
 def convert_mode(image: Image.Image, mode: str) -> Image.Image:
@@ -124,21 +117,28 @@ class BadImageLog:
             raise ValueError(f"data.on_bad_image: unknown {policy!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
         self.policy = policy
         self.flags = multiprocessing.RawArray(ctypes.c_ubyte, max(1, size))
+        self.found_here: set[str] = set()  # files found bad in this process outside the workers (device decode)
 
     def count(self) -> int:
-        return bytes(self.flags).count(1)
+        return bytes(self.flags).count(1) + len(self.found_here)
 
     def is_bad(self, index: int) -> bool:
         return bool(self.flags[index])
 
-    def report(self, index: int, path: str | None, err: BaseException) -> None:
-        """Fail naming the file, or mark it bad and warn once."""
+    def report(self, index: int | None, path: str | None, err: BaseException) -> None:
+        """Fail naming the file, or mark it bad and warn once. ``index`` None: a file the device
+        decode found bad (in the main process: counted by path, the workers keep reading it)."""
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         if self.policy == "fail":
             raise BadImageError(
                 f"data.on_bad_image=fail: cannot read {path or f'item {index}'} ({type(err).__name__}: {reason}); "
                 "fix or remove the file, or set data.on_bad_image=skip"
             ) from None
-        if not self.flags[index]:
+        if index is None:
+            new = path not in self.found_here
+            self.found_here.add(str(path))
+        else:
+            new = not self.flags[index]
             self.flags[index] = 1
+        if new:
             warnings.warn(f"data: skipping unreadable image {path or f'item {index}'} ({reason})", stacklevel=2)

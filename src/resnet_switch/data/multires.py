@@ -19,14 +19,23 @@ def resize_images(images: Tensor, resolution: int) -> Tensor:
     return F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
 
 
+def resize_align_corners(images: Tensor, resolution: int) -> Tensor:
+    """Resize float ``(B, C, H, W)`` to ``(B, C, r, r)``: bilinear, ``align_corners=True``, no antialias
+    (MutualNet's train and test code, ``F.interpolate`` of the normalised 224 crop)."""
+    if images.shape[-2:] == (resolution, resolution):
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=True)
+
+
 def resize_uint8(images: Tensor, resolution: int) -> Tensor:
     """Resize uint8 ``(B, C, H, W)`` images to uint8 ``(B, C, r, r)``, bilinear with antialias. 3 or 4
-    channels run torch's uint8 kernel (CPU, channels-last; ~8x cheaper than the float kernel); other
-    channel counts go through the float kernel, rounded. Returns ``images`` when already r x r."""
+    channels on the CPU run torch's uint8 kernel (channels-last; ~8x cheaper than the float kernel);
+    other channel counts and devices (CUDA has no uint8 kernel) go through the float kernel, rounded.
+    Returns ``images`` when already r x r."""
     if images.shape[-2:] == (resolution, resolution):
         return images
     x = images.contiguous(memory_format=torch.channels_last)
-    if x.shape[1] not in (3, 4):
+    if not uint8_resize_applies(x):
         out = F.interpolate(x.float(), size=(resolution, resolution), mode="bilinear", antialias=True,
                             align_corners=False)
         return out.round_().clamp_(0, 255).to(torch.uint8)
@@ -46,14 +55,19 @@ class MultiResBatch:
     With ``source`` (the uint8 crop ``images`` was normalised from) and ``normalize`` (uint8 -> float)
     on the CPU, ``at(r)`` is ``normalize(resize_uint8(source, r))`` instead: the same bilinear
     antialiased resize before rather than after the (affine) normalisation, rounded to uint8 like
-    any worker-side pipeline, at a fraction of the CPU cost. ``targets``: ``(B,)`` int64 class indices.
+    any worker-side pipeline, at a fraction of the CPU cost. ``resize``: another rule ``(images, r) ->
+    images`` applied to the float images (e.g. :func:`resize_align_corners`; no uint8 path then).
+    ``targets``: ``(B,)`` int64 class indices.
     """
 
     def __init__(self, images: Tensor, targets: Tensor, per_resolution: dict[int, Tensor] | None = None,
-                 source: Tensor | None = None, normalize: Callable[[Tensor], Tensor] | None = None) -> None:
+                 source: Tensor | None = None, normalize: Callable[[Tensor], Tensor] | None = None,
+                 resize: Callable[[Tensor, int], Tensor] | None = None) -> None:
         if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
             raise ValueError(f"MultiResBatch: images must be (B, C, r, r), got {tuple(images.shape)}")
-        use_source = source is not None and normalize is not None and uint8_resize_applies(source)
+        self._resize = resize or resize_images
+        use_source = (resize is None and source is not None and normalize is not None
+                      and uint8_resize_applies(source))
         self._source, self._normalize = (source, normalize) if use_source else (None, None)
         self.images = images
         self.targets = targets
@@ -71,7 +85,7 @@ class MultiResBatch:
                 self._source = self._source.contiguous(memory_format=torch.channels_last)
                 out = self._normalize(resize_uint8(self._source, resolution))
             else:
-                out = resize_images(self.images, resolution)
+                out = self._resize(self.images, resolution)
             self._cache[resolution] = out
         return out
 

@@ -85,7 +85,7 @@ class SyntheticScaleDataset(Dataset):
         rot = 2 * math.pi * u[3]
         dx, dy = self._xs - cx, self._ys - cy
         pu, pv = dx * math.cos(rot) + dy * math.sin(rot), dy * math.cos(rot) - dx * math.sin(rot)
-        inside = _signed_distance(shape, pu, pv, dx, dy, radius)
+        inside = signed_distance(shape, pu, pv, dx, dy, radius)
         mask = (inside + 0.5).clamp_(0.0, 1.0)  # 1-px anti-aliased edge
 
         period = 2.5 * (12.0 / 2.5) ** u[4] * unit  # log-uniform in [2.5, 12] px at 64
@@ -110,7 +110,7 @@ class SyntheticScaleDataset(Dataset):
         return image.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)
 
 
-def _signed_distance(shape: str, pu: Tensor, pv: Tensor, dx: Tensor, dy: Tensor, r: float) -> Tensor:
+def signed_distance(shape: str, pu: Tensor, pv: Tensor, dx: Tensor, dy: Tensor, r: float) -> Tensor:
     """Approximate signed distance in px, > 0 inside; (pu, pv) rotated and (dx, dy) plain offsets."""
     if shape == "disc":
         return r - torch.hypot(dx, dy)

@@ -142,10 +142,11 @@ def _export_onnx(plain: nn.Module, example: torch.Tensor, path: Path) -> None:
 # -------------------------------------------------------------------------------------- loaders
 def torchvision_name(spec: dict[str, Any], width: float, folded: bool) -> str | None:
     """``torchvision.models`` constructor whose state dict the export matches exactly, or ``None``
-    (other backbones, sliced widths, folded BN, CIFAR stem, build-time width multiplier)."""
+    (other backbones, sliced widths, folded BN, CIFAR stem, build-time width multiplier, VGG
+    hidden FC size other than 4096)."""
     name = TORCHVISION_NAMES.get(spec["name"])
     if (name is None or width != 1.0 or folded or spec.get("small_input") or spec.get("in_channels", 3) != 3
-            or float(spec.get("width_mult", 1.0)) != 1.0):
+            or float(spec.get("width_mult", 1.0)) != 1.0 or int(spec.get("hidden", 4096)) != 4096):
         return None
     return name
 

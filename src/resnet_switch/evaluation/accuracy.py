@@ -6,7 +6,7 @@ test resolution, and every smaller resolution is made from it on the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -20,7 +20,10 @@ from ..switch import SubnetConfig
 
 
 def to_device(batch, device: torch.device):
-    """``(images | tuple of images, targets)`` -> same structure on ``device`` (non-blocking)."""
+    """``(images | tuple of images, targets)`` -> same structure on ``device`` (non-blocking); a batch
+    object (``data.decode=device``) moves itself."""
+    if not isinstance(batch, (tuple, list)):
+        return batch.to(device, non_blocking=True)
     images, targets = batch
     if isinstance(images, Tensor):
         images = images.to(device, non_blocking=True)
@@ -37,25 +40,45 @@ def device_batches(datamodule, loader, device: torch.device) -> Iterator[MultiRe
 @torch.no_grad()
 def evaluate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetConfig],
                      bn_mode: str | None = None, limit_batches: int | None = None,
-                     progress: bool = True) -> list[dict]:
-    """Top-1/top-5 (%) per configuration: rows ``{resolution, width, top1, top5}``."""
+                     progress: bool = True, ensemble: Callable[[dict[int, Tensor]], Tensor | None] | None = None,
+                     extra: dict | None = None) -> list[dict]:
+    """Top-1/top-5 (%) per configuration: rows ``{resolution, width, top1, top5}``.
+
+    ``ensemble``: ``{resolution: logits at width 1} -> logits or None`` (a method's ensemble, e.g.
+    RS-Net's ``softmax(alpha)``-weighted sum); when it gives logits, their ``{top1, top5}`` go to
+    ``extra["ensemble"]``.
+    """
     device = next(net.parameters()).device
     num_classes = net.spec["num_classes"]
-    acc1 = [MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device) for _ in configs]
-    acc5 = [MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro").to(device) for _ in configs]
+    configs = list(configs)
+    slots = range(len(configs) + 1)  # the last one: the ensemble
+    acc1 = [MulticlassAccuracy(num_classes, top_k=1, average="micro").to(device) for _ in slots]
+    acc5 = [MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro").to(device) for _ in slots]
+    ensemble_seen = False
     was_training = net.training
     net.eval()
     loader = datamodule.val_dataloader()
     batches = device_batches(datamodule, loader, device)
-    for i, batch in enumerate(tqdm(batches, total=len(loader), desc="evaluate", disable=not progress, leave=False)):
+    for i, batch in enumerate(tqdm(batches, total=len(loader), desc="evaluate", disable=None if progress else True,
+                                  leave=False)):
         if limit_batches is not None and i >= limit_batches:
             break
+        full_width: dict[int, Tensor] = {}
         for k, config in enumerate(configs):
             with net.switch(config, bn_mode):
                 logits = net(batch.at(config.resolution))
             acc1[k].update(logits, batch.targets)
             acc5[k].update(logits, batch.targets)
+            if config.width == 1.0:
+                full_width[config.resolution] = logits
+        combined = ensemble(full_width) if ensemble is not None else None
+        if combined is not None:
+            acc1[-1].update(combined, batch.targets)
+            acc5[-1].update(combined, batch.targets)
+            ensemble_seen = True
     net.train(was_training)
+    if ensemble_seen and extra is not None:
+        extra["ensemble"] = {"top1": float(acc1[-1].compute()) * 100, "top5": float(acc5[-1].compute()) * 100}
     return [
         {"resolution": c.resolution, "width": c.width,
          "top1": float(a1.compute()) * 100, "top5": float(a5.compute()) * 100}
@@ -68,7 +91,7 @@ def calibrate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetCo
     """Exact BN recalibration for each configuration on ``num_samples`` training images, each
     made at the configuration's resolution from the training crop on the device."""
     device = next(net.parameters()).device
-    for config in tqdm(configs, desc="calibrate BN", disable=not progress, leave=False):
+    for config in tqdm(configs, desc="calibrate BN", disable=None if progress else True, leave=False):
         loader = datamodule.calibration_dataloader()
         images = (b.at(config.resolution) for b in device_batches(datamodule, loader, device))
         calibrate_bn(net, images, config, num_samples)

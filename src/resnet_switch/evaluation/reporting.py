@@ -60,8 +60,9 @@ def pivot(rows: Sequence[Mapping[str, Any]], row_key: str, col_key: str, value_k
 
 
 def plot_accuracy_vs_madds(series: Mapping[str, Sequence[tuple[float, float, str]]], path: Path,
-                           title: str = "top-1 vs MAdds", marked: Sequence[tuple[float, float, str]] = ()) -> Path:
-    """One line per series of ``(madds, top1, label)`` points; ``marked`` points are circled."""
+                           title: str = "top-1 vs MAdds", marked: Sequence[tuple[float, float, str]] = (),
+                           ylabel: str = "top-1 accuracy (%)", xlabel: str = "MAdds (M)") -> Path:
+    """One line per series of ``(madds, value, label)`` points; ``marked`` points are circled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,8 +80,8 @@ def plot_accuracy_vs_madds(series: Mapping[str, Sequence[tuple[float, float, str
     for x, y, label in marked:
         ax.scatter([x / 1e6], [y], s=160, facecolors="none", edgecolors="red", linewidths=1.5, zorder=5)
         ax.annotate(label, (x / 1e6, y), textcoords="offset points", xytext=(6, -12), fontsize=8, color="red")
-    ax.set_xlabel("MAdds (M)")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

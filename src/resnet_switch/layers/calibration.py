@@ -82,8 +82,9 @@ def calibrate_bn(
 ) -> int:
     """Recalibrate BN statistics of ``model`` for ``config`` over exactly ``num_samples`` images.
 
-    ``model`` is a :class:`~resnet_switch.models.switchable.SwitchableNet`; ``batches`` yields image
-    tensors ``(B, C, H, W)`` (already at ``config.resolution`` unless ``prepare`` maps them there).
+    ``model`` is a :class:`~resnet_switch.models.switchable.SwitchableNet` (or a module with its
+    ``state`` and ``switch``); ``batches`` yields image tensors ``(B, C, H, W)`` or lists of images
+    (already at ``config.resolution`` unless ``prepare`` maps them there; a detector resizes itself).
     The last batch is truncated so exactly ``num_samples`` images are used; returns that count.
     """
     state = model.state
@@ -99,7 +100,7 @@ def calibrate_bn(
                 if prepare is not None:
                     images = prepare(images)
                 model(images)
-                used += images.shape[0]
+                used += len(images)
                 if used >= num_samples:
                     break
     finally:

@@ -6,10 +6,17 @@ can treat layers differently by position:
 
 - ``stem``: the first conv (its input channels are the image's, never slimmed),
 - ``body``: convs/BNs inside blocks, ``shortcut``: the 1x1 projection of a residual block,
+- ``mid``: a bottleneck's inner convs/BNs (a quarter of the block's output channels); a kind of
+  ``body`` (:func:`base_role`) for factories that do not tell them apart,
 - ``expand``: a MobileNetV2 1x1 expansion (its output is ``t`` x its input: slimmable layers keep
   that ratio),
 - ``head``: layers whose outputs are never slimmed: the classifier (the classes) and MobileNet's
-  last 1x1 conv (1280 channels at every width, as in US-Net/MutualNet).
+  last 1x1 conv (1280 channels at every width, as in US-Net/MutualNet); a hidden fully connected
+  layer (VGG's 4096-unit ones) is ``body``.
+
+``linear(..., in_positions=P)``: the input is a flattened ``(C, H, W)`` map with ``P = H*W``
+positions per channel (VGG's first FC: ``512*7*7``); channel-major flattening makes the first ``c``
+channels the first ``c*P`` features, so a slimmable factory slims it as ``P`` x the channels.
 """
 
 from __future__ import annotations
@@ -21,7 +28,12 @@ from torch import nn
 from ..switch import SwitchState
 from .private_bn import PrivateBatchNorm2d
 
-ROLES = ("stem", "body", "shortcut", "expand", "head")
+ROLES = ("stem", "body", "mid", "shortcut", "expand", "head")
+
+
+def base_role(role: str) -> str:
+    """``mid`` -> ``body``; other roles unchanged."""
+    return "body" if role == "mid" else role
 
 
 class PlainLayers:
@@ -37,7 +49,7 @@ class PlainLayers:
     def bn(self, num_features: int, *, role: str = "body") -> nn.Module:
         return nn.BatchNorm2d(num_features)
 
-    def linear(self, in_features: int, out_features: int, *, role: str = "head") -> nn.Module:
+    def linear(self, in_features: int, out_features: int, *, role: str = "head", in_positions: int = 1) -> nn.Module:
         return nn.Linear(in_features, out_features)
 
 

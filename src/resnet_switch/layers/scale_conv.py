@@ -13,6 +13,11 @@ eq. 6) and its own otherwise (``"exact"``, the default: ideal inference, eq. 5).
 ``state.scale_encoding = "nearest"`` for proxy inference (with ``bn_mode="nearest"``) and ``"exact"``
 for ideal inference (with ``bn_mode="calibrated"`` after :func:`~.calibration.calibrate_bn`).
 
+``encodings`` (optional, one number per training resolution) replaces the formula by a table: the
+official SAN code encodes training resolution ``i`` of its list as ``0.7 - 0.1 i`` whatever the
+resolution is, which equals ``0.1 S / 32`` only for the list ``[224, 192, 160, 128, 96]``; weights
+converted from another list keep their encodings this way (:func:`tabulated_encoding`).
+
 :class:`PrivateConv2d` is SAN's Table 4 ablation: one plain conv per training resolution.
 """
 
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..switch import SwitchState
-from .factory import PlainLayers, register_layers
+from .factory import PlainLayers, base_role, register_layers
 from .generated_conv import linear_generated_conv2d, linear_kernel
 from .private_bn import PrivateBatchNorm2d
 
@@ -37,6 +42,34 @@ SCALE_ENCODINGS = ("exact", "nearest")
 def scale_encoding(resolution: int, scale: float = 0.1) -> float:
     """SAN's scale encoding ``eps = scale * S / 32`` of a resolution ``S`` (pixels)."""
     return scale * resolution / 32
+
+
+def check_encodings(encodings, train_resolutions) -> tuple[float, ...] | None:
+    """``encodings`` as a tuple of floats, one per training resolution, or ``None``."""
+    if encodings is None:
+        return None
+    values = list(encodings) if isinstance(encodings, (list, tuple)) else None
+    if values is None or len(values) != len(train_resolutions) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"method.encodings: need one number per training resolution {list(train_resolutions)}, "
+                         f"got {encodings!r}; e.g. the official SAN encodings [0.7, 0.6, 0.5, 0.4, 0.3]")
+    return tuple(float(v) for v in values)
+
+
+def tabulated_encoding(train_resolutions, encodings, resolution: int) -> float:
+    """``eps`` of ``resolution`` from a table: a training resolution's own entry; another resolution
+    lies on the line through the two nearest training resolutions (interpolated between neighbours,
+    extrapolated beyond the ends; with one training resolution, its entry)."""
+    table = dict(zip(train_resolutions, encodings))
+    if resolution in table or len(table) == 1:
+        return table.get(resolution, encodings[0])
+    ascending = sorted(table)
+    lo, hi = ascending[0], ascending[1]
+    for a, b in zip(ascending, ascending[1:]):
+        lo, hi = a, b
+        if resolution < b:
+            break
+    return table[lo] + (table[hi] - table[lo]) * (resolution - lo) / (hi - lo)
 
 
 def kaiming_std(shape: tuple[int, ...]) -> float:
@@ -158,7 +191,7 @@ class ScaleConv2d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, state: SwitchState,
                  stride: int = 1, padding: int = 0, groups: int = 1, bias: bool = False,
-                 meta: str = "linear", scale: float = 0.1, dilation: int = 1):
+                 meta: str = "linear", scale: float = 0.1, dilation: int = 1, encodings=None):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"ScaleConv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
@@ -166,6 +199,7 @@ class ScaleConv2d(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups, self.scale = dilation, groups, scale
+        self.encodings = check_encodings(encodings, state.train_resolutions)
         self.kernel_shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
         self.meta = build_meta(meta, self.kernel_shape)
         self.meta_kind = meta
@@ -176,10 +210,17 @@ class ScaleConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}, "
-                f"meta={self.meta_kind}, scale={self.scale}")
+                f"meta={self.meta_kind}, scale={self.scale}"
+                + ("" if self.encodings is None else f", encodings={list(self.encodings)}"))
+
+    def eps_of(self, resolution: int) -> float:
+        """The scale encoding of ``resolution``: the formula, or the ``encodings`` table."""
+        if self.encodings is None:
+            return scale_encoding(resolution, self.scale)
+        return tabulated_encoding(self.state.train_resolutions, self.encodings, resolution)
 
     def reset_parameters(self) -> None:
-        encodings = [scale_encoding(r, self.scale) for r in self.state.train_resolutions]
+        encodings = [self.eps_of(r) for r in self.state.train_resolutions]
         std = kaiming_std(self.kernel_shape)
         if isinstance(self.meta, LinearMeta):
             self.meta.reset_parameters(std, sum(e * e for e in encodings) / len(encodings))
@@ -191,7 +232,7 @@ class ScaleConv2d(nn.Module):
 
     def encoding(self) -> float:
         """``eps`` used at the active configuration."""
-        return scale_encoding(encoding_resolution(self.state), self.scale)
+        return self.eps_of(encoding_resolution(self.state))
 
     def _meta_key(self) -> tuple:
         return tuple((p._version, p.data_ptr()) for p in self.meta.parameters())
@@ -200,12 +241,12 @@ class ScaleConv2d(nn.Module):
         """The kernel ``(Cout, Cin/groups, k, k)`` of the active configuration."""
         r = encoding_resolution(self.state)
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return self.meta(scale_encoding(r, self.scale))
+            return self.meta(self.eps_of(r))
         key = self._meta_key()
         hit = self._kernel_cache.get(r)
         if hit is not None and hit[0] == key:
             return hit[1]
-        kernel = self.meta(scale_encoding(r, self.scale))
+        kernel = self.meta(self.eps_of(r))
         self._kernel_cache[r] = (key, kernel)
         return kernel
 
@@ -302,23 +343,26 @@ class SANLayers(PlainLayers):
         meta: ``linear`` (default) or ``mlp8``/``mlp16``. scale: encoding ``eps = scale * S / 32``.
         meta_roles: conv roles made meta; ``None`` -> :data:`RESNET_META_ROLES` (SAN's ResNets);
             ``"all"``: every conv (SAN's MobileNetV2).
+        encodings: the scale encoding of each training resolution instead of the formula
+            (:func:`tabulated_encoding`); ``None``: ``eps = scale * S / 32``.
     """
 
     def __init__(self, state: SwitchState, meta: str = "linear", meta_roles=RESNET_META_ROLES,
-                 scale: float = 0.1, private_bn: bool = True):
+                 scale: float = 0.1, private_bn: bool = True, encodings=None):
         super().__init__(state)
         build_meta(meta, (1, 1, 1, 1))  # validate early
         self.meta, self.meta_roles, self.scale, self.private_bn = meta, meta_roles_arg(meta_roles), scale, private_bn
+        self.encodings = check_encodings(encodings, state.train_resolutions)
 
     def is_meta(self, role: str) -> bool:
-        return self.meta_roles == ALL_CONVS or role in self.meta_roles
+        return self.meta_roles == ALL_CONVS or role in self.meta_roles or base_role(role) in self.meta_roles
 
     def conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
              padding: int = 0, groups: int = 1, bias: bool = False, *, role: str = "body") -> nn.Module:
         if not self.is_meta(role):
             return super().conv(in_channels, out_channels, kernel_size, stride, padding, groups, bias, role=role)
         return ScaleConv2d(in_channels, out_channels, kernel_size, self.state, stride, padding, groups, bias,
-                           meta=self.meta, scale=self.scale)
+                           meta=self.meta, scale=self.scale, encodings=self.encodings)
 
     def bn(self, num_features: int, *, role: str = "body") -> nn.Module:
         return PrivateBatchNorm2d(num_features, self.state) if self.private_bn else nn.BatchNorm2d(num_features)

@@ -22,38 +22,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.mobilenet import make_divisible
+from ..models.channels import make_divisible
 from ..switch import SwitchState
 from .calibration import CalibratedStatsMixin
-from .factory import PlainLayers, register_layers
+from .factory import ROLES, PlainLayers, register_layers
 from .sync_bn import batch_norm_train
 
 
-def slim_channels(full: int, width: float, divisor: int = 8, ratio: int = 1) -> int:
+def slim_channels(full: int, width: float, divisor: int = 8, ratio: float = 1, min_value: int | None = None) -> int:
     """Active channels of a ``full``-channel dimension at ``width``: ``make_divisible(full * width,
-    divisor)`` with at least ``divisor`` channels, never more than ``full`` (``full`` at width 1).
+    divisor)`` with at least ``min_value`` (default ``divisor``) channels, never more than ``full``
+    (``full`` at width 1).
 
-    ``ratio``: the dimension is ``ratio`` x a slimmed one (MobileNetV2's expanded hidden width
-    ``t * in``): ``ratio * slim_channels(full // ratio, width)``, so it tracks the block's input.
+    ``ratio``: the dimension is rounded as ``ratio`` x a slimmed one, ``int(make_divisible(full *
+    width / ratio) * ratio)`` (the US-Net / MutualNet rule): MobileNetV2's expanded hidden width
+    ``t * in`` has ratio ``t`` so it tracks the block's input; MutualNet's ResNet-50 rounds its stem
+    and bottleneck-inner channels with ratio 1/4 (a quarter of a rounded 4x wider dimension).
     """
     if width >= 1.0:
         return full
-    base = full // ratio
-    return ratio * min(base, make_divisible(base * width, divisor, min_value=divisor))
+    rounded = make_divisible(full * width / ratio, divisor, min_value=divisor if min_value is None else min_value)
+    return min(full, int(rounded * ratio))
 
 
 @dataclass(frozen=True)
 class ChannelDim:
     """One channel dimension of a slimmable layer: ``full`` channels at width 1.0; ``slim=False``
-    keeps all of them at every width; ``ratio`` as in :func:`slim_channels`."""
+    keeps all of them at every width; ``ratio``, ``divisor``, ``min_value`` as in :func:`slim_channels`."""
 
     full: int
     slim: bool = True
-    ratio: int = 1
+    ratio: float = 1
     divisor: int = 8
+    min_value: int | None = None
 
     def active(self, width: float) -> int:
-        return slim_channels(self.full, width, self.divisor, self.ratio) if self.slim else self.full
+        if not self.slim:
+            return self.full
+        return slim_channels(self.full, width, self.divisor, self.ratio, self.min_value)
 
 
 class SlimmableConv2d(nn.Conv2d):
@@ -257,34 +263,50 @@ class WidthPrivateBatchNorm2d(CalibratedStatsMixin, nn.Module):
 class SlimmableLayers(PlainLayers):
     """Slimmable layers at full width (US-Net / MutualNet; S-Net with ``private_bn_per_width``).
 
-    Args:
-        divisor: channel rounding of :func:`slim_channels` (an architecture number: it reaches the
-            net's spec through ``layer_kwargs``).
+    Args (architecture numbers: they reach the net's spec through ``layer_kwargs``):
+        divisor: channel rounding of :func:`slim_channels`.
         private_bn_per_width: one BN set per width of ``state.widths`` (S-Net) instead of one
             shared, recalibrated BN.
+        min_channels: the fewest channels a slimmed dimension keeps (``make_divisible``'s
+            ``min_value``); default ``divisor``. The official US-Net / MutualNet code uses 1, which
+            gives e.g. 9 channels where ``C * width`` is just above 1: give 1 to run its weights.
+        role_ratios: ``{role: ratio}``: output dimensions of convs with that role round with this
+            ``ratio`` (:func:`slim_channels`); MutualNet's ResNet-50 is ``{stem: 0.25, mid: 0.25}``.
 
     Roles: ``stem`` convs keep their input (image channels); ``head`` layers keep their outputs
     (classes, MobileNetV2's 1280-channel feature conv); the classifier's input is slimmed exactly
     when the last conv built before it slims its output (they are the same tensor). An ``expand``
-    conv (``in -> t*in``, 1x1) makes a hidden dimension of ratio ``t``, kept by the BN and depthwise
-    conv on it and by the input of the projection that consumes it.
+    conv (``in -> t*in``, 1x1) makes a hidden dimension of ratio ``t``. A layer's input dimension
+    is the one the latest conv with that many output channels produced (the layers of a backbone are
+    built in data-flow order), so the BN and depthwise conv on a hidden dimension, the projection
+    that consumes it and a bottleneck's inner convs all keep their producer's rounding.
+    A ``body`` linear (VGG's hidden FCs) slims both sides; ``in_positions=P`` slims a flattened map by
+    whole channels (``P`` features each).
     """
 
-    def __init__(self, state: SwitchState, divisor: int = 8, private_bn_per_width: bool = False):
+    def __init__(self, state: SwitchState, divisor: int = 8, private_bn_per_width: bool = False,
+                 min_channels: int | None = None, role_ratios: dict | None = None):
         super().__init__(state)
         if isinstance(divisor, bool) or int(divisor) != divisor or divisor < 1:
             raise ValueError(f"layer_kwargs.divisor: must be a positive integer, got {divisor!r}")
+        if min_channels is not None and (isinstance(min_channels, bool) or int(min_channels) != min_channels
+                                         or min_channels < 1):
+            raise ValueError(f"method.min_channels: must be a positive integer or null, got {min_channels!r}")
+        self.role_ratios = check_role_ratios(role_ratios)
         self.divisor = int(divisor)
+        self.min_channels = None if min_channels is None else int(min_channels)
         self.private_bn_per_width = private_bn_per_width
         self._last_conv_slims_out = True
-        self._hidden: ChannelDim | None = None  # expanded dimension awaiting its projection
+        self._produced: dict[int, ChannelDim] = {}  # channels -> the latest conv output dimension
+
+    def _new_dim(self, channels: int, slim: bool = True, ratio: float = 1) -> ChannelDim:
+        return ChannelDim(channels, slim=slim, ratio=ratio, divisor=self.divisor, min_value=self.min_channels)
 
     def _dim(self, channels: int, slim: bool = True) -> ChannelDim:
         if not slim:
-            return ChannelDim(channels, slim=False, divisor=self.divisor)
-        if self._hidden is not None and self._hidden.full == channels:
-            return self._hidden
-        return ChannelDim(channels, divisor=self.divisor)
+            return self._new_dim(channels, slim=False)
+        produced = self._produced.get(channels)
+        return produced if produced is not None and produced.slim else self._new_dim(channels)
 
     def conv(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
              padding: int = 0, groups: int = 1, bias: bool = False, *, role: str = "body") -> nn.Module:
@@ -295,11 +317,11 @@ class SlimmableLayers(PlainLayers):
             if rest or kernel_size != 1:
                 raise ValueError(f"expand conv must be 1x1 with out = t * in, got {in_channels}->{out_channels}")
             in_dim = self._dim(in_channels)
-            out_dim = self._hidden = ChannelDim(out_channels, ratio=ratio * in_dim.ratio, divisor=self.divisor)
+            out_dim = self._new_dim(out_channels, ratio=ratio * in_dim.ratio)
         else:
             in_dim = self._dim(in_channels, slim=role != "stem")
-            out_dim = ChannelDim(out_channels, slim=role != "head", divisor=self.divisor)
-            self._hidden = None
+            out_dim = self._new_dim(out_channels, slim=role != "head", ratio=self.role_ratios.get(role, 1))
+        self._produced[out_channels] = out_dim
         self._last_conv_slims_out = out_dim.slim
         return SlimmableConv2d(in_dim, out_dim, kernel_size, stride, padding, groups, bias, state=self.state)
 
@@ -307,7 +329,28 @@ class SlimmableLayers(PlainLayers):
         cls = WidthPrivateBatchNorm2d if self.private_bn_per_width else SlimmableBatchNorm2d
         return cls(self._dim(num_features, slim=role != "head"), state=self.state)
 
-    def linear(self, in_features: int, out_features: int, *, role: str = "head") -> nn.Module:
-        in_dim = self._dim(in_features, slim=self._last_conv_slims_out if role == "head" else True)
+    def linear(self, in_features: int, out_features: int, *, role: str = "head", in_positions: int = 1) -> nn.Module:
+        slim_in = self._last_conv_slims_out if role == "head" else True
+        if in_positions > 1:  # a flattened (C, H, W) map: C channels slim, P = H*W features each
+            in_dim = ChannelDim(in_features, slim=slim_in, ratio=in_positions, divisor=self.divisor)
+        else:
+            in_dim = self._dim(in_features, slim=slim_in)
         out_dim = self._dim(out_features, slim=role != "head")
+        self._last_conv_slims_out = out_dim.slim  # a hidden FC feeds the next linear like a conv
         return SlimmableLinear(in_dim, out_dim, state=self.state)
+
+
+def check_role_ratios(role_ratios) -> dict[str, float]:
+    """``{role: ratio}`` with known roles and positive ratios (``None`` -> ``{}``)."""
+    if role_ratios is None:
+        return {}
+    if not isinstance(role_ratios, dict):
+        raise ValueError(f"method.role_ratios: expected a mapping like {{stem: 0.25, mid: 0.25}}, got {role_ratios!r}")
+    out = {}
+    for role, ratio in role_ratios.items():
+        if role not in ROLES:
+            raise ValueError(f"method.role_ratios: unknown role {role!r}; choose from {list(ROLES)}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
+            raise ValueError(f"method.role_ratios.{role}: must be a positive number, got {ratio!r}")
+        out[str(role)] = float(ratio)
+    return out

@@ -66,6 +66,11 @@ class Method(nn.Module):
         (``loss`` is the total, plus per-part entries)."""
         raise NotImplementedError
 
+    def ensemble(self, logits_by_resolution: dict[int, Tensor]) -> Tensor | None:
+        """Logits of the method's ensemble of its evaluation configurations, or ``None`` (no
+        ensemble, or not every member among ``logits_by_resolution``). RS-Net: ``val/acc1_ensemble``."""
+        return None
+
     def logged_values(self) -> dict[str, Tensor]:
         """Extra per-step values to log (e.g. ``softmax(alpha)``); detached."""
         return {}

@@ -19,6 +19,15 @@ def check_quant_method(method: Method, quant: dict | None) -> None:
                          "use method=individual|parallel|rsnet")
 
 
+# model config keys that are not backbone constructor arguments (read by train.py and init_from)
+MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles", "init_from", "init_bn_mode", "init_classifier")
+
+
+def backbone_kwargs(model_cfg: dict[str, Any], also_drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The backbone constructor's arguments from a (resolved) ``model`` config."""
+    return {k: v for k, v in model_cfg.items() if k not in MODEL_KEYS_NOT_BACKBONE + also_drop}
+
+
 def build_net_for_method(method: Method, model_name: str, num_classes: int, in_channels: int = 3,
                          quant: dict | None = None, **backbone_kwargs: Any) -> SwitchableNet:
     """The switchable network for ``method`` (its layer factory, resolutions and widths), LQ-quantized

@@ -33,6 +33,17 @@ def check_width_range(width_range: Sequence[float]) -> tuple[float, float]:
     return values
 
 
+def channel_rounding(divisor: int = 8, min_channels: int | None = None, role_ratios: dict | None = None) -> dict:
+    """The slimmable layers' rounding arguments; the optional ones only when set (the spec of a net
+    built without them stays as before)."""
+    out: dict = {"divisor": int(divisor)}
+    if min_channels is not None:
+        out["min_channels"] = int(min_channels)
+    if role_ratios:
+        out["role_ratios"] = {str(k): float(v) for k, v in dict(role_ratios).items()}
+    return out
+
+
 class MutualNet(Method):
     """Mutual learning of widths and resolutions with the sandwich rule.
 
@@ -43,7 +54,8 @@ class MutualNet(Method):
         inplace_distill: sub-networks learn ``KL(p_full || p_sub)`` (``False``: CE with the labels).
         seed: seed of the width/resolution draws (a ``random.Random`` on the host: no device sync;
             its state is saved in the state dict, so a resumed run continues the same sequence).
-        divisor: channel rounding of the slimmable layers (stored in the net's spec).
+        divisor, min_channels, role_ratios: channel rounding of the slimmable layers (stored in the
+            net's spec; see :class:`~resnet_switch.layers.slimmable.SlimmableLayers`).
     """
 
     layers = "slimmable"
@@ -51,17 +63,19 @@ class MutualNet(Method):
     needs_calibration = True
 
     def __init__(self, resolutions: Sequence[int], width_range: Sequence[float] = (0.25, 1.0),
-                 n_random: int = 2, inplace_distill: bool = True, seed: int = 0, divisor: int = 8):
+                 n_random: int = 2, inplace_distill: bool = True, seed: int = 0, divisor: int = 8,
+                 min_channels: int | None = None, role_ratios: dict | None = None):
         lo, hi = check_width_range(width_range)
         super().__init__(resolutions, widths=(hi, lo))
         if isinstance(n_random, bool) or int(n_random) != n_random or n_random < 0:
             raise ValueError(f"method.n_random: must be a non-negative integer, got {n_random!r}")
         self.width_range = (lo, hi)
-        self.n_random, self.inplace_distill, self.divisor = int(n_random), bool(inplace_distill), int(divisor)
+        self.n_random, self.inplace_distill = int(n_random), bool(inplace_distill)
+        self.rounding = channel_rounding(divisor, min_channels, role_ratios)
         self.rng = random.Random(seed)
 
     def layer_kwargs(self) -> dict:
-        return {"divisor": self.divisor}
+        return dict(self.rounding)
 
     def backward_calls(self) -> int:
         return 2 + self.n_random
@@ -135,7 +149,7 @@ class SNet(Method):
     Args:
         resolutions: evaluated resolutions, highest first; training uses the highest.
         widths: the switchable widths (each in (0, 1]); one backward per width, widest first.
-        divisor: channel rounding of the slimmable layers.
+        divisor, min_channels, role_ratios: channel rounding of the slimmable layers.
     """
 
     layers = "slimmable"
@@ -143,15 +157,15 @@ class SNet(Method):
     needs_calibration = True
 
     def __init__(self, resolutions: Sequence[int], widths: Sequence[float] = (1.0, 0.75, 0.5, 0.25),
-                 divisor: int = 8):
+                 divisor: int = 8, min_channels: int | None = None, role_ratios: dict | None = None):
         ws = [float(w) for w in widths]
         if not ws or any(not 0.0 < w <= 1.0 for w in ws) or len(set(ws)) != len(ws):
             raise ValueError(f"method.widths: need distinct widths in (0, 1], got {list(widths)}")
         super().__init__(resolutions, widths=tuple(sorted(ws, reverse=True)))
-        self.divisor = int(divisor)
+        self.rounding = channel_rounding(divisor, min_channels, role_ratios)
 
     def layer_kwargs(self) -> dict:
-        return {"divisor": self.divisor, "private_bn_per_width": True}
+        return {**self.rounding, "private_bn_per_width": True}
 
     def backward_calls(self) -> int:
         return len(self.widths)

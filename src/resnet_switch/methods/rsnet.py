@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.multires import MultiResBatch
-from ..losses import mred_loss
+from ..losses import ensemble_logits, mred_loss
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 from .base import Backward, Method
@@ -80,6 +80,13 @@ class RSNet(Parallel):
         parts = mred_loss(logits, batch.targets, self.alpha, self.distill)
         backward(parts["loss"])
         return {k: v.detach() for k, v in parts.items()}
+
+    def ensemble(self, logits_by_resolution: dict[int, Tensor]) -> Tensor | None:
+        """RS-Net eq. (4) at test time: ``sum_s softmax(alpha)_s z_s`` over every training resolution
+        (the ensemble accuracy the official validation reports); ``None`` unless all are given."""
+        if not all(r in logits_by_resolution for r in self.resolutions):
+            return None
+        return ensemble_logits([logits_by_resolution[r] for r in self.resolutions], self.alpha.detach())
 
     def logged_values(self) -> dict[str, Tensor]:
         weights = torch.softmax(self.alpha.detach(), 0)

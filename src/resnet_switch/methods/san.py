@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.multires import MultiResBatch
-from ..layers.scale_conv import build_meta, meta_roles_arg
+from ..layers.scale_conv import build_meta, check_encodings, meta_roles_arg
 from ..losses import kl_to_teacher_probs
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
@@ -40,6 +40,8 @@ class SAN(Method):
             factory default ``(body, shortcut)`` (SAN's ResNets). The backbone's paper default
             (MobileNetV2: ``all``) comes from the model config (``conf/method/san.yaml`` reads it).
         scale: scale encoding ``eps = scale * S / 32``.
+        encodings: one encoding per training resolution instead of the formula (weights converted
+            from the official code with a non-default resolution list keep its ``0.7 - 0.1 i``).
     """
 
     per_config_backward = True
@@ -47,7 +49,7 @@ class SAN(Method):
 
     def __init__(self, resolutions: Sequence[int], distill: bool = True, meta: str = "linear",
                  private_bn: bool = True, conv: str = "meta", meta_roles: str | Sequence[str] | None = None,
-                 scale: float = 0.1):
+                 scale: float = 0.1, encodings: Sequence[float] | None = None):
         super().__init__(resolutions)
         if conv not in CONV_KINDS:
             raise ValueError(f"method.conv: unknown {conv!r}; choose one of {list(CONV_KINDS)}")
@@ -57,6 +59,7 @@ class SAN(Method):
         self.distill, self.meta, self.private_bn, self.conv = bool(distill), meta, private_bn, conv
         self.meta_roles = None if meta_roles is None else meta_roles_arg(meta_roles)
         self.scale = float(scale)
+        self.encodings = check_encodings(encodings, self.resolutions)
         self.layers = "san" if conv == "meta" else "private_conv"
 
     def backward_calls(self) -> int:
@@ -68,6 +71,8 @@ class SAN(Method):
         kwargs = {"meta": self.meta, "scale": self.scale, "private_bn": self.private_bn}
         if self.meta_roles is not None:
             kwargs["meta_roles"] = self.meta_roles if isinstance(self.meta_roles, str) else list(self.meta_roles)
+        if self.encodings is not None:
+            kwargs["encodings"] = list(self.encodings)
         return kwargs
 
     def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:

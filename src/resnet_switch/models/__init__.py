@@ -15,6 +15,7 @@ from .mobilenet import mobilenetv1, mobilenetv2
 from .preresnet import preresnet18, preresnet20
 from .resnet import resnet18, resnet20, resnet50
 from .switchable import SwitchableNet
+from .vgg import vgg16
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
@@ -24,10 +25,12 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "preresnet20": preresnet20,
     "mobilenetv2": mobilenetv2,
     "mobilenetv1": mobilenetv1,
+    "vgg16": vgg16,
 }
 
 # backbones whose plain version is torchvision's: name -> torchvision.models constructor name
-TORCHVISION_NAMES = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenetv2": "mobilenet_v2"}
+TORCHVISION_NAMES = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenetv2": "mobilenet_v2",
+                     "vgg16": "vgg16_bn"}
 
 
 def build_backbone(name: str, layers, **kwargs) -> nn.Module:

@@ -2,7 +2,8 @@
 
 With plain layers ``mobilenetv2`` loads ``torchvision.models.mobilenet_v2`` state dicts and gives
 the same outputs. Both take ``width_mult`` (a build-time multiplier; run-time slimming is the
-slimmable layer factory's job).
+slimmable layer factory's job). MobileNetV1 takes ``act``: ``relu`` (Howard et al.) or ``relu6``
+(the US-Net / MutualNet code).
 """
 
 from __future__ import annotations
@@ -10,16 +11,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
+from .channels import check_width_mult, make_divisible
 
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``min_value``, default
-    ``divisor``), never going more than 10% below ``value``."""
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
 def conv_bn_act(layers: PlainLayers, in_ch: int, out_ch: int, kernel: int, stride: int = 1,
@@ -68,6 +62,7 @@ class MobileNetV2(nn.Module):
     def __init__(self, layers: PlainLayers, num_classes: int = 1000, in_channels: int = 3,
                  width_mult: float = 1.0, dropout: float = 0.2, small_input: bool = False):
         super().__init__()
+        width_mult = check_width_mult(width_mult)
         in_ch = make_divisible(32 * width_mult)
         last_ch = make_divisible(1280 * max(1.0, width_mult))
         features = [conv_bn_act(layers, in_channels, in_ch, 3, 1 if small_input else 2, role="stem")]
@@ -94,18 +89,25 @@ MOBILENETV1_SETTINGS = [
 
 
 class MobileNetV1(nn.Module):
-    """MobileNetV1: 3x3 stem, 13 depthwise-separable blocks (ReLU), global pool, FC."""
+    """MobileNetV1: 3x3 stem, 13 depthwise-separable blocks, global pool, FC.
+
+    ``act``: the activation after every BN, ``relu`` (the paper) or ``relu6`` (US-Net, MutualNet).
+    """
 
     def __init__(self, layers: PlainLayers, num_classes: int = 1000, in_channels: int = 3,
-                 width_mult: float = 1.0, small_input: bool = False):
+                 width_mult: float = 1.0, small_input: bool = False, act: str = "relu"):
         super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"model.act: unknown {act!r}; choose one of {sorted(ACTIVATIONS)}")
+        act_layer = ACTIVATIONS[act]
+        width_mult = check_width_mult(width_mult)
         in_ch = make_divisible(32 * width_mult)
-        features = [conv_bn_act(layers, in_channels, in_ch, 3, 1 if small_input else 2, act=nn.ReLU, role="stem")]
+        features = [conv_bn_act(layers, in_channels, in_ch, 3, 1 if small_input else 2, act=act_layer, role="stem")]
         for c, s in MOBILENETV1_SETTINGS:
             out_ch = make_divisible(c * width_mult)
             features.append(nn.Sequential(
-                conv_bn_act(layers, in_ch, in_ch, 3, s, groups=in_ch, act=nn.ReLU),
-                conv_bn_act(layers, in_ch, out_ch, 1, act=nn.ReLU),
+                conv_bn_act(layers, in_ch, in_ch, 3, s, groups=in_ch, act=act_layer),
+                conv_bn_act(layers, in_ch, out_ch, 1, act=act_layer),
             ))
             in_ch = out_ch
         self.features = nn.Sequential(*features)

@@ -2,7 +2,8 @@
 
 With :class:`~resnet_switch.layers.factory.PlainLayers` ``resnet18``/``resnet50`` load
 ``torchvision.models.resnet18/50`` state dicts and give the same outputs (He et al. 2016, v1.5:
-the stride sits on the 3x3 conv of a bottleneck).
+the stride sits on the 3x3 conv of a bottleneck). ``width_mult`` scales every stage's channels at
+build time (``round(C * width_mult)``); a bottleneck's inner convs ask the factory for role ``mid``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
+from .channels import check_width_mult
 
 
 class BasicBlock(nn.Module):
@@ -36,10 +38,10 @@ class Bottleneck(nn.Module):
     def __init__(self, layers: PlainLayers, in_ch: int, ch: int, stride: int = 1):
         super().__init__()
         out_ch = ch * self.expansion
-        self.conv1 = layers.conv(in_ch, ch, 1)
-        self.bn1 = layers.bn(ch)
-        self.conv2 = layers.conv(ch, ch, 3, stride, 1)
-        self.bn2 = layers.bn(ch)
+        self.conv1 = layers.conv(in_ch, ch, 1, role="mid")
+        self.bn1 = layers.bn(ch, role="mid")
+        self.conv2 = layers.conv(ch, ch, 3, stride, 1, role="mid")
+        self.bn2 = layers.bn(ch, role="mid")
         self.conv3 = layers.conv(ch, out_ch, 1)
         self.bn3 = layers.bn(out_ch)
         self.relu = nn.ReLU(inplace=True)
@@ -71,14 +73,17 @@ class ResNet(nn.Module):
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck``; depths: blocks per stage; widths: stage channels
-        (before expansion). ``small_input``: 3x3 stride-1 stem without max-pool (CIFAR style);
-        otherwise the ImageNet 7x7/2 stem + 3x3/2 max-pool. Input ``(B, in_channels, R, R)`` ->
-        logits ``(B, num_classes)``.
+        (before expansion), multiplied by ``width_mult``. ``small_input``: 3x3 stride-1 stem without
+        max-pool (CIFAR style); otherwise the ImageNet 7x7/2 stem + 3x3/2 max-pool. Input
+        ``(B, in_channels, R, R)`` -> logits ``(B, num_classes)``.
     """
 
     def __init__(self, layers: PlainLayers, block: type, depths: list[int], widths: list[int],
-                 num_classes: int = 1000, in_channels: int = 3, small_input: bool = False):
+                 num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+                 width_mult: float = 1.0):
         super().__init__()
+        width_mult = check_width_mult(width_mult)
+        widths = [max(1, round(w * width_mult)) for w in widths]
         stem_ch = widths[0]
         if small_input:
             self.conv1 = layers.conv(in_channels, stem_ch, 3, 1, 1, role="stem")

@@ -60,23 +60,45 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def check_task(meta: dict[str, Any], task: str, field: str = "ckpt") -> None:
+    """One line when a checkpoint of the other task (``run.task``; classification when absent) is given."""
+    got = meta.get("run", {}).get("task", "classification")
+    if got != task:
+        how = "resnet_switch.detection.model.load_detector" if got == "detection" else "rebuild_from_checkpoint"
+        raise CheckpointError(f"{field}: this is a task={got} checkpoint, not task={task}; load it with {how}")
+
+
 def rebuild_from_checkpoint(ckpt: dict[str, Any]):
     """``(method, net, meta)`` rebuilt from a loaded checkpoint, weights loaded, in eval mode."""
     from ..methods import build_method  # local: methods import this module's users
 
     meta = ckpt[CHECKPOINT_KEY]
-    spec = dict(meta["net"])
+    check_task(meta, "classification")
     method_meta = dict(meta["method"])
-    method = build_method(method_meta["name"], spec["resolutions"], **method_meta.get("kwargs", {}))
-    net = build_switchable(**spec)
+    method = build_method(method_meta["name"], meta["net"]["resolutions"], **method_meta.get("kwargs", {}))
+    net = rebuild_net(ckpt)
     state = ckpt["state_dict"]
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
     method.load_state_dict({k[len("method."):]: v for k, v in state.items() if k.startswith("method.")})
-    return method.eval(), net.eval(), meta
+    return method.eval(), net, meta
 
 
-def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions, quant: dict | None = None) -> None:
-    """Raise a one-line error when a checkpoint is resumed into a different run."""
+def rebuild_net(ckpt: dict[str, Any]) -> SwitchableNet:
+    """The checkpoint's switchable network alone, weights loaded, in eval mode."""
+    net = build_switchable(**dict(ckpt[CHECKPOINT_KEY]["net"]))
+    net.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    return net.eval()
+
+
+SPEC_FIELDS = {"widths": "method widths (method.width_range / method.widths)", "num_classes": "the data set's classes",
+               "in_channels": "the data set's channels", "layers": "the method's layers"}
+
+
+def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions,
+                     spec: dict[str, Any] | None = None, quant: dict | None = None) -> None:
+    """Raise a one-line error when a checkpoint is resumed into a different run. With ``spec`` (the
+    network this run builds), every architecture number both specs hold must agree too (e.g. a
+    converted checkpoint needs the options it was converted with: ``model.act=relu6``)."""
+    check_task(meta, "classification", "ckpt_path")
     got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]), meta["net"].get("quant"))
     want = (method, model, list(resolutions), quant)
     for field, g, w in zip(("method", "model", "data.resolutions", "quant"), got, want):
@@ -85,6 +107,26 @@ def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions,
                 f"ckpt_path: checkpoint was trained with {field}={g} but this run has {field}={w}; "
                 f"use {field}={g} or start a new run"
             )
+    if spec is None:
+        return
+    theirs, ours = _plain(meta["net"]), _plain(spec)
+    mine_layers, their_layers = ours.get("layer_kwargs") or {}, theirs.get("layer_kwargs") or {}
+    pairs = [(f"method.{k}", their_layers[k], mine_layers.get(k)) for k in their_layers]
+    pairs += [(SPEC_FIELDS.get(k, f"model.{k}"), theirs[k], ours[k]) for k in theirs
+              if k in ours and k not in ("name", "resolutions", "layer_kwargs", "quant")]
+    for field, g, w in pairs:
+        if g != w:
+            raise CheckpointError(f"ckpt_path: checkpoint's network has {field}={g} but this run builds "
+                                  f"{field}={w}; set {field} to the checkpoint's value or start a new run")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (specs read from files and built in memory compare equal)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @contextmanager

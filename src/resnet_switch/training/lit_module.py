@@ -32,7 +32,7 @@ from .checkpointing import CHECKPOINT_KEY, checkpoint_meta
 from .distributed import all_reduce_sum, average_gradients, world_size
 from .finite_guard import FiniteGuard
 from .rng_state import capture_rng_states, restore_rng_states
-from .speed import check_memory_format, compile_switchable, use_channels_last
+from .speed import compile_switchable, resolve_memory_format, use_channels_last
 
 RNG_KEY = "rng_states"
 
@@ -57,7 +57,8 @@ class SwitchModule(L.LightningModule):
         run_meta: extra facts stored in every checkpoint (data set, normalisation).
         sync_bn: under DDP, BN training statistics over all processes, every private set on its
             own (:mod:`resnet_switch.layers.sync_bn`; Lightning's ``sync_batchnorm`` would merge them).
-        memory_format: ``contiguous`` or ``channels_last`` (4-D weights and every input image NHWC).
+        memory_format: ``contiguous``, ``channels_last`` (4-D weights and every input image NHWC) or
+            ``auto`` (:func:`.speed.resolve_memory_format`; CUDA when it is available).
         compile_net: compile the network in place, one graph per configuration (:mod:`.speed`);
             methods drawing random widths (MutualNet, US-Net) are refused.
     """
@@ -78,13 +79,18 @@ class SwitchModule(L.LightningModule):
         self.eval_configs = method.eval_configs()
         self.calibration_samples = int(calibration_samples)
         self.calibrated_step: int | None = None  # global step of the last BN recalibration
+        # (global step, rows {resolution, width, top1, top5}) of the last full validation
+        self.last_validation: tuple[int, list[dict]] | None = None
         num_classes = net.spec["num_classes"]
         top5 = min(5, num_classes)
         self.acc1 = nn.ModuleDict({_module_key(c): MulticlassAccuracy(num_classes, top_k=1, average="micro")
                                    for c in self.eval_configs})
         self.acc5 = nn.ModuleDict({_module_key(c): MulticlassAccuracy(num_classes, top_k=top5, average="micro")
                                    for c in self.eval_configs})
-        self.memory_format = check_memory_format(memory_format)
+        # the method's ensemble of its evaluation configurations (RS-Net): val/acc1_ensemble
+        self.acc1_ensemble = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self._ensemble_seen = False
+        self.memory_format = resolve_memory_format(memory_format, self.net, torch.cuda.is_available())
         if self.memory_format == "channels_last":
             use_channels_last(self.net)
         self.compile_configs: list[SubnetConfig] | None = None  # compiled in configure_model
@@ -157,14 +163,21 @@ class SwitchModule(L.LightningModule):
         self.recalibrate()
 
     def validation_step(self, batch: MultiResBatch, batch_idx: int) -> None:
+        full_width: dict[int, Tensor] = {}
         for config in self.eval_configs:
             with self.net.switch(config, self.eval_bn_mode):
                 logits = self.net(batch.at(config.resolution))
             self.acc1[_module_key(config)].update(logits, batch.targets)
             self.acc5[_module_key(config)].update(logits, batch.targets)
+            if config.width == 1.0:
+                full_width[config.resolution] = logits
+        ensemble = self.method.ensemble(full_width)
+        if ensemble is not None:
+            self.acc1_ensemble.update(ensemble, batch.targets)
+            self._ensemble_seen = True
 
     def on_validation_epoch_end(self) -> None:
-        top1 = []
+        top1, top5 = [], []
         for config in self.eval_configs:
             metric1, metric5 = self.acc1[_module_key(config)], self.acc5[_module_key(config)]
             acc1, acc5 = metric1.compute(), metric5.compute()
@@ -174,7 +187,18 @@ class SwitchModule(L.LightningModule):
             self.log(f"val/acc1@{suffix}", acc1 * 100, sync_dist=True)
             self.log(f"val/acc5@{suffix}", acc5 * 100, sync_dist=True)
             top1.append(acc1)
+            top5.append(acc5)
         self.log("val/acc1_mean", torch.stack(top1).mean() * 100, prog_bar=True, sync_dist=True)
+        if self._ensemble_seen:
+            self.log("val/acc1_ensemble", self.acc1_ensemble.compute() * 100, sync_dist=True)
+            self.acc1_ensemble.reset()
+            self._ensemble_seen = False
+        if not self.trainer.sanity_checking:  # one host copy per validation, for the final report
+            values = (torch.stack([*top1, *top5]) * 100).tolist()
+            n = len(self.eval_configs)
+            self.last_validation = (self.global_step, [
+                {"resolution": c.resolution, "width": c.width, "top1": values[k], "top5": values[n + k]}
+                for k, c in enumerate(self.eval_configs)])
 
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self):

@@ -6,15 +6,11 @@
 - ``${sqlite_url:path}``: an SQLite URL for Optuna's storage, creating the folder (SQLite does not).
 - :func:`cluster_plugins`: under submitit, Lightning must not requeue the SLURM job itself on the
   time-limit signal (submitit does, with the same overrides; ``ckpt_path=auto`` then resumes).
-- :func:`quiet_schema_warning`: our ``hydra/launcher/submitit_*.yaml`` carry the plugin's names, so
-  Hydra validates them against its schemas and warns that this matching is deprecated; the
-  validation is what we want (a mistyped field fails), the warning is noise.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -50,7 +46,3 @@ def cluster_plugins() -> list:
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if os.environ["SUBMITIT_EXECUTOR"] == "slurm" else []
-
-
-def quiet_schema_warning() -> None:
-    warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema with the same name")
