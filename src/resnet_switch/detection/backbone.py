@@ -52,8 +52,8 @@ FEATURE_STAGES: dict[str, FeatureStages] = {
     "resnet20": FeatureStages("", ("layer1", "layer2", "layer3"), defaults=(("small_input", False),)),
     # MobileNetV2 features: ends of the 24-, 32-, 96-channel stages and the 1280-channel conv
     "mobilenetv2": FeatureStages("features", ("3", "6", "13", "18")),
-    # VGG-16-BN in torchvision's `features` layout: the outputs of max-pools 2..5 (strides 4..32).
-    # Used once `vgg16` is in the backbone registry (models.BACKBONES); tests/test_detection_model.py checks it.
+    # VGG-16-BN in torchvision's `features` layout: the outputs of max-pools 2..5 (strides 4..32,
+    # models.vgg.VGG.stage_ends[1:])
     "vgg16": FeatureStages("features", ("13", "23", "33", "43")),
 }
 
@@ -66,12 +66,18 @@ def check_detection_backbone(name: str) -> FeatureStages:
     return FEATURE_STAGES[name]
 
 
-def stage_channels(stage: nn.Module) -> ChannelDim:
-    """The output channels of a stage: the channel dimension of its last BatchNorm (slimmable
-    layers carry it as ``dim``; plain or private BN: ``num_features``, never slimmed)."""
-    norms = [m for m in stage.modules() if hasattr(m, "dim") or isinstance(m, nn.BatchNorm2d)]
+def stage_channels(body: nn.Module, stage: str) -> ChannelDim:
+    """The output channels of the child ``stage`` of ``body``: the channel dimension of the last
+    BatchNorm up to and including it (a stage without one, e.g. VGG's max-pool, passes on the channels
+    of the layers before it). Slimmable layers carry it as ``dim``; plain or private BN:
+    ``num_features``, never slimmed."""
+    norms = []
+    for name, child in body.named_children():
+        norms += [m for m in child.modules() if hasattr(m, "dim") or isinstance(m, nn.BatchNorm2d)]
+        if name == stage:
+            break
     if not norms:
-        raise ValueError(f"detection: stage {type(stage).__name__} has no BatchNorm to read its channels from")
+        raise ValueError(f"detection: no BatchNorm up to stage {stage!r} to read its channels from")
     last = norms[-1]
     return last.dim if hasattr(last, "dim") else ChannelDim(last.num_features, slim=False)
 
@@ -95,7 +101,7 @@ class SwitchableBackboneWithFPN(BackboneWithFPN):
         if missing:
             raise ValueError(f"detection: backbone {net.spec['name']} has no stage {missing[0]!r}; "
                              f"fix FEATURE_STAGES (children: {list(children)[:8]}...)")
-        dims = [stage_channels(children[s]) for s in stages.stages]
+        dims = [stage_channels(body, s) for s in stages.stages]
         return_layers = {s: str(i) for i, s in enumerate(stages.stages)}
         super().__init__(body, return_layers, [d.full for d in dims], out_channels)
         self.state: SwitchState = net.state

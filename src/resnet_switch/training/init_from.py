@@ -112,7 +112,8 @@ def check_fits(src: dict[str, Any], tgt: dict[str, Any], src_method: str, tgt_me
     if src["name"] != tgt["name"]:
         raise ConfigError(f"{where} backbone is {src['name']}, this run's model.name={tgt['name']}; "
                           f"use model={src['name']}")
-    for key in sorted((set(src) | set(tgt)) - set(SPEC_NOT_ARCHITECTURE)):
+    # only the settings both specs hold: a file written before a setting existed used its default
+    for key in sorted((set(src) & set(tgt)) - set(SPEC_NOT_ARCHITECTURE)):
         if src.get(key) != tgt.get(key):
             raise ConfigError(f"{where} {src['name']} has {key}={src.get(key)!r}, this run has "
                               f"{tgt.get(key)!r}; use model.{key}={src.get(key)!r}")
