@@ -28,7 +28,7 @@ def randomize_bn(net: torch.nn.Module, seed: int = 0) -> None:
 
 def write_checkpoint(path: Path, method: str = "rsnet", model: str = "resnet20", resolutions=(16, 12),
                      num_classes: int = 10, method_kwargs: dict | None = None, model_kwargs: dict | None = None,
-                     calibrate: bool = True) -> Path:
+                     calibrate: bool = True, quant: dict | None = None) -> Path:
     """A ``resnet_switch`` checkpoint of a freshly built net with random BN statistics. Slimmable
     methods get BN statistics calibrated (on random images) for their evaluation configurations."""
     torch.manual_seed(0)
@@ -36,7 +36,7 @@ def write_checkpoint(path: Path, method: str = "rsnet", model: str = "resnet20",
         model_kwargs = {"base_width": 4} if model == "resnet20" else {}
     kwargs = dict(method_kwargs or {})
     m, net = build_method_and_net(method, list(resolutions), model, num_classes, method_kwargs=kwargs,
-                                  model_kwargs=model_kwargs)
+                                  model_kwargs=model_kwargs, quant=quant)
     randomize_bn(net)
     net.eval()
     if m.needs_calibration and calibrate:

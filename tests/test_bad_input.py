@@ -41,6 +41,9 @@ TRAIN_CASES = [
     (["memory_format=nhwc"], "memory_format"),
     (["compile=maybe"], "compile"),
     (["method=mutualnet", "compile=true"], "compile"),
+    (["method=san", "quant=lq"], "quant"),
+    (["quant=lq", "quant.weight_bits=7"], "quant.weight_bits"),
+    (["quant=lq", "compile=true"], "compile"),
 ]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torchvision
 
 from resnet_switch.costs import format_csv, main
-from resnet_switch.evaluation.costs import cost_table, count_costs, human
+from resnet_switch.evaluation.costs import cost_table, count_bit_costs, count_costs, human
 from resnet_switch.models import build_switchable
 from resnet_switch.switch import SubnetConfig
 
@@ -79,23 +79,55 @@ def test_width_costs_match_mutualnet_reference():
 def test_csv_header_and_one_row_per_configuration(capsys):
     main(["model=resnet20", "resolutions=[32,24,16]", "num_classes=10", "format=csv"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "resolution,width,madds,params"
+    assert lines[0] == "resolution,width,madds,params,size_bits,bops"
     assert len(lines) == 1 + 3
     cells = [line.split(",") for line in lines[1:]]
     assert [int(c[0]) for c in cells] == [32, 24, 16]
     madds = [int(c[2]) for c in cells]
     assert madds[0] > madds[1] > madds[2] > 0
-    assert format_csv([]) == "resolution,width,madds,params"
+    assert format_csv([]) == "resolution,width,madds,params,size_bits,bops"
 
 
 def test_markdown_is_default_with_human_units(capsys):
     main(["model=resnet20", "resolutions=[32]", "num_classes=10"])
     out = capsys.readouterr().out
-    assert out.startswith("| resolution | width | MAdds | params |")
-    assert "| 32 | 1.0 | 40.8M | 272k |" in out
+    assert out.startswith("| resolution | width | MAdds | params | size (bits) | BOPs |")
+    assert "| 32 | 1.0 | 40.8M | 272k | 8.72M | 41.8G |" in out  # float: 32 bits/param, 32x32 bits/MAdd
 
 
 def test_human_units():
     assert [human(v) for v in (1_814_073_344, 931_400_000, 56_289_152, 999_700_000, 4500, 12)] == [
         "1.81G", "931M", "56.3M", "1.00G", "4.50k", "12"]
 
+
+
+def test_bit_costs_of_a_tiny_quantized_net_by_hand():
+    # ResNet-20 with 1/2/4 channels, 1 input channel, 2 classes, at 8x8; 2-bit weights and activations.
+    net = build_switchable("resnet20", [8], layers="plain", base_width=1, num_classes=2, in_channels=1,
+                           quant={"weight_bits": 2, "act_bits": 2})
+    # MAdds: stem 8*8*1*9 = 576 and FC 4*2 = 8 stay float; quantized convs: stage 1: 6 x 576; stage 2:
+    # 4*4*2*9 = 288 (stride-2 conv) + 576 + 32 (1x1 projection) + 4 x 576; stage 3: 288 + 576 + 32 + 4 x 576
+    quantized_madds = 6 * 576 + 2 * (288 + 576 + 32 + 4 * 576)
+    assert quantized_madds == 9856
+    bits = count_bit_costs(net, SubnetConfig(8))
+    assert bits["madds"] == quantized_madds + 576 + 8 == count_costs(net, SubnetConfig(8))[0]
+    assert bits["bops"] == quantized_madds * 2 * 2 + (576 + 8) * 32 * 32
+    # size: quantized conv weights 6*9 + (18 + 36 + 2 + 4*36) + (72 + 144 + 8 + 4*144) = 1054 at 2 bits;
+    # float: stem 9 + BN affine 98 + FC 10 = 117 at 32 bits; bases: weights 12 + 28 + 56 = 96 entries
+    # (C_out x 2 per conv), activations 20 convs x 2 = 40 entries, 32 bits each
+    assert bits["size_bits"] == 1054 * 2 + 117 * 32 + (96 + 40) * 32
+    assert count_costs(net, SubnetConfig(8))[1] == 1054 + 117
+    # weights-only: activations at 32 bits, no activation bases
+    w_only = build_switchable("resnet20", [8], layers="plain", base_width=1, num_classes=2, in_channels=1,
+                              quant={"weight_bits": 2, "act_bits": 32})
+    assert count_bit_costs(w_only, SubnetConfig(8))["bops"] == quantized_madds * 2 * 32 + (576 + 8) * 1024
+    assert count_bit_costs(w_only, SubnetConfig(8))["size_bits"] == 1054 * 2 + 117 * 32 + 96 * 32
+
+
+def test_costs_cli_quant_columns(capsys):
+    main(["model=resnet20", "resolutions=[32]", "num_classes=10", "format=csv", "quant=lq", "act_bits=32"])
+    row = capsys.readouterr().out.strip().splitlines()[1].split(",")
+    madds, params, size_bits, bops = (int(v) for v in row[2:])
+    assert (madds, params) == tuple(cost_table("resnet20", [32], num_classes=10)[0][k] for k in ("madds", "params"))
+    assert size_bits < 32 * params / 4  # most weights at 2 bits
+    assert 2 * 32 * madds < bops < 32 * 32 * madds

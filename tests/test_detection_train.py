@@ -138,6 +138,8 @@ def test_task_detection_trains_and_writes_ap_table_plot_and_checkpoint(tmp_path)
     (["method=detection_usnet"], r"^method: 'usnet' is a detection option; add task=detection$"),
     (["task=detection", "model=mobilenetv1"], r"^model.name: 'mobilenetv1' cannot be a detection backbone"),
     (["task=detection", "detector.anchor_base=0"], r"^detector.anchor_base: a positive integer"),
+    (["task=detection", "quant=lq"], r"^quant: quant=lq is a classification option; drop it with task=detection$"),
+    (["task=detection", "memory_format=channels_last"], r"^memory_format=channels_last: not supported with task=detection"),
 ])
 def test_options_of_the_other_task_are_refused_in_one_line(tmp_path, overrides, message):
     cfg = compose_train(tmp_path, *overrides)

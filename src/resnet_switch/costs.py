@@ -1,10 +1,12 @@
 """``python -m resnet_switch.costs model=NAME [resolutions=[...]] [widths=[...]] [format=md|csv]``:
-MAdds and parameters per configuration (:func:`resnet_switch.evaluation.costs.cost_table`).
+MAdds, parameters, model size in bits and bit-operations (BOPs) per configuration
+(:func:`resnet_switch.evaluation.costs.cost_table`; the bit-counting rule is in that module).
 
 ::
 
     python -m resnet_switch.costs model=resnet18 resolutions=[224,192,160,128,96] \
-        [widths=[1.0,0.75]] [num_classes=1000] [in_channels=3] [format=md|csv]
+        [widths=[1.0,0.75]] [num_classes=1000] [in_channels=3] [format=md|csv] \
+        [quant=lq weight_bits=2 act_bits=2]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from .cli.options import check_choice, parse_options, run_tool
 from .evaluation.costs import cost_table, human
+from .layers.quant import QUANT_KINDS, quant_spec_from_config
 from .models import BACKBONES
 
 DEFAULTS = {
@@ -22,9 +25,12 @@ DEFAULTS = {
     "num_classes": 1000,
     "in_channels": 3,
     "format": "md",
+    "quant": "none",  # none | lq
+    "weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
+    "act_bits": 2,  # quant=lq: 1..4, 32 = float activations
 }
 FORMATS = ("md", "csv")
-CSV_COLUMNS = ("resolution", "width", "madds", "params")
+CSV_COLUMNS = ("resolution", "width", "madds", "params", "size_bits", "bops")
 
 
 def format_csv(rows: list[dict]) -> str:
@@ -34,9 +40,9 @@ def format_csv(rows: list[dict]) -> str:
 
 
 def format_markdown(rows: list[dict]) -> str:
-    lines = ["| resolution | width | MAdds | params |", "|---:|---:|---:|---:|"]
-    lines += [f"| {row['resolution']} | {row['width']} | {human(row['madds'])} | {human(row['params'])} |"
-              for row in rows]
+    lines = ["| resolution | width | MAdds | params | size (bits) | BOPs |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {row['resolution']} | {row['width']} | {human(row['madds'])} | {human(row['params'])} "
+              f"| {human(row['size_bits'])} | {human(row['bops'])} |" for row in rows]
     return "\n".join(lines)
 
 
@@ -49,8 +55,11 @@ def main(argv: list[str]) -> None:
     for key in ("num_classes", "in_channels"):
         if opts[key] < 1:
             raise ValueError(f"{key}: must be a positive integer, got {opts[key]}")
+    check_choice("quant", opts["quant"], QUANT_KINDS)
+    quant = quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["weight_bits"],
+                                    "act_bits": opts["act_bits"]})
     rows = cost_table(opts["model"], opts["resolutions"], opts["widths"], opts["num_classes"],
-                      opts["in_channels"])
+                      opts["in_channels"], quant=quant)
     print(format_csv(rows) if opts["format"] == "csv" else format_markdown(rows))
 
 

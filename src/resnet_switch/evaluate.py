@@ -41,7 +41,9 @@ BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")
 def checkpoint_label(meta: dict[str, Any]) -> str:
     res = meta["net"]["resolutions"]
     span = f"{res[0]}" if len(res) == 1 else f"{res[0]}-{res[-1]}"
-    return f"{meta['method']['name']} {meta['net']['name']} @{span}"
+    quant = meta["net"].get("quant")
+    bits = f" w{quant['weight_bits']}a{quant['act_bits']}" if quant else ""
+    return f"{meta['method']['name']} {meta['net']['name']}{bits} @{span}"
 
 
 def build_eval_datamodule(meta: dict[str, Any], cfg: DictConfig, test_resolutions):

@@ -24,9 +24,10 @@ from .cli.overrides import CONF_DIR, check_group_choices, check_overrides, parse
 from .cli.ranges import check_ranges
 from .errors import ConfigError, user_errors
 from .evaluation.results import final_results, publish_results
+from .layers.quant import quant_spec_from_config
 from .methods import build_method
 from .methods.build import backbone_kwargs as backbone_arguments
-from .methods.build import build_net_for_method
+from .methods.build import build_net_for_method, check_quant_method
 from .models import load_plain_weights
 from .switch import check_resolutions
 from .training.allocator import keep_freed_memory
@@ -148,10 +149,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = build_datamodule(cfg, resolutions)
+    quant = quant_spec_from_config(OmegaConf.to_container(cfg.quant, resolve=True) if cfg.get("quant") else None)
     method = build_method(cfg.method.name, resolutions, **method_kwargs(cfg))
+    check_quant_method(method, quant)
+    if quant is not None and cfg.get("compile", False):
+        raise ConfigError("compile: quant=lq is not supported with compile=true (its quantizers keep per-step "
+                          "caches and update their bases in place); use compile=false")
+    datamodule = build_datamodule(cfg, resolutions)
     net = build_net_for_method(method, cfg.model.name, datamodule.num_classes, datamodule.in_channels,
-                               **backbone_kwargs(cfg))
+                               quant=quant, **backbone_kwargs(cfg))
     if cfg.model.get("pretrained"):
         path = Path(cfg.model.pretrained)
         if not path.is_file():
@@ -161,7 +167,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)
     if ckpt_path is not None:
         check_compatible(load_checkpoint(ckpt_path)["resnet_switch"], cfg.method.name, cfg.model.name, resolutions,
-                         spec=net.spec)
+                         spec=net.spec, quant=quant)
     elif cfg.model.get("init_from"):  # a resumed run already holds the fine-tuned weights
         init_from_checkpoint(net, cfg.model.init_from, cfg.method.name, cfg.model.get("init_bn_mode"),
                              cfg.model.get("init_classifier", "auto"),
@@ -190,7 +196,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     rows = final_results(trainer, module, datamodule)
     if trainer.is_global_zero:
-        publish_results(rows, run_dir, loggers, title=f"{cfg.method.name} / {cfg.model.name} / {cfg.data.name}")
+        bits = f" / w{quant['weight_bits']}a{quant['act_bits']}" if quant else ""
+        publish_results(rows, run_dir, loggers, title=f"{cfg.method.name} / {cfg.model.name}{bits} / {cfg.data.name}")
     metrics = {f"acc1@{metric_suffix_row(r)}": r["top1"] for r in rows}
     _finish_wandb(loggers)
     return metrics
@@ -214,6 +221,8 @@ def train_other_task(cfg: DictConfig) -> dict[str, float]:
     """``task=detection``: the detection package trains (README "Detection")."""
     if cfg.get("compile"):
         raise ConfigError("compile: not supported with task=detection; drop it")
+    if cfg.get("quant") and cfg.quant.get("name", "none") != "none":
+        raise ConfigError("quant: quant=lq is a classification option; drop it with task=detection")
     if cfg.get("memory_format", "auto") not in ("auto", "contiguous"):
         raise ConfigError(f"memory_format={cfg.memory_format}: not supported with task=detection "
                           "(it trains contiguous); drop it")

@@ -24,8 +24,9 @@ from torch import nn
 
 from ..cli.options import check_choice
 from ..data.multires import MultiResBatch
-from ..methods import METHODS
-from ..methods.build import build_method_and_net
+from ..layers.quant import QUANT_KINDS, quant_spec_from_config
+from ..methods import METHODS, build_method
+from ..methods.build import build_method_and_net, check_quant_method
 from ..models import BACKBONES, TORCHVISION_NAMES, build_switchable
 from ..switch import check_resolutions
 from ..training.allocator import keep_freed_memory
@@ -46,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "precision": "32",  # 32 | bf16-mixed | 16-mixed: autocast around every contender's forwards (16: + grad scaler)
     "memory_format": "contiguous",  # channels_last: every contender's weights and input images NHWC
     "baseline_tuned": True,  # train_step: also time the plain model with the framework's process settings
+    "quant": "none",  # lq: ``method`` runs LQ-quantized, and a ``float`` contender (same method, float) is timed too
+    "weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
+    "act_bits": 2,  # quant=lq: 1..4, 32 = float activations
 }
 # trainer.precision names -> autocast dtype (None: no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16,
@@ -119,16 +123,24 @@ def make_data(opts: dict, device: torch.device) -> tuple[torch.Tensor, torch.Ten
     return images.to(device), targets.to(device)
 
 
+def quant_spec(opts: dict) -> dict | None:
+    """The net spec's ``quant`` from the bench options (``None`` for ``quant=none``)."""
+    return quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["weight_bits"],
+                                   "act_bits": opts["act_bits"]})
+
+
 def grad_scaler(opts: dict, device: torch.device) -> torch.amp.GradScaler | None:
     return torch.amp.GradScaler(device.type) if opts["precision"] == "16-mixed" else None
 
 
-def method_step(method_name: str, method_kwargs: dict, opts: dict, images, targets, device) -> TrainStep:
+def method_step(method_name: str, method_kwargs: dict, opts: dict, images, targets, device,
+                quant: dict | None = None) -> TrainStep:
     """One step of ``method_name`` as ``SwitchModule`` runs it: the method's step under autocast,
-    channels_last through :func:`~resnet_switch.training.speed.use_channels_last`."""
+    channels_last through :func:`~resnet_switch.training.speed.use_channels_last`; ``quant``: the
+    net spec's quantization (LQ-Nets)."""
     torch.manual_seed(SEED)
     method, net = build_method_and_net(method_name, opts["resolutions"], opts["model"], opts["num_classes"],
-                                       method_kwargs=method_kwargs)
+                                       method_kwargs=method_kwargs, quant=quant)
     method.to(device).train()
     net.to(device).train()
     if opts["memory_format"] == "channels_last":
@@ -169,9 +181,11 @@ def baseline_step(opts: dict, images, targets, device) -> TrainStep:
 
 
 def build_step(role: str, opts: dict, method_kwargs: dict, images, targets, device) -> TrainStep:
-    """``role``: ``ours`` (``method`` with the extra kwargs), ``compare`` (``compare_method``,
-    defaults) or ``baseline``."""
+    """``role``: ``ours`` (``method`` with the extra kwargs, quantized with ``quant=lq``), ``float``
+    (the same, not quantized), ``compare`` (``compare_method``, defaults) or ``baseline``."""
     if role == "ours":
+        return method_step(opts["method"], method_kwargs, opts, images, targets, device, quant_spec(opts))
+    if role == "float":
         return method_step(opts["method"], method_kwargs, opts, images, targets, device)
     if role == "compare":
         return method_step(opts["compare_method"], {}, opts, images, targets, device)
@@ -179,7 +193,8 @@ def build_step(role: str, opts: dict, method_kwargs: dict, images, targets, devi
 
 
 def roles(opts: dict) -> list[str]:
-    return ["ours", "baseline"] + (["compare"] if opts["compare_method"] else [])
+    return (["ours", "baseline"] + (["compare"] if opts["compare_method"] else [])
+            + (["float"] if opts["quant"] != "none" else []))
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -206,6 +221,7 @@ TIMED_CONTENDERS = {  # name -> (role, runtime)
     "compare": ("compare", "framework"),
     "baseline": ("baseline", "vanilla"),
     "baseline_tuned": ("baseline", "framework"),
+    "float": ("float", "framework"),
 }
 
 
@@ -247,6 +263,7 @@ def time_child(payload: str) -> None:
 def timed_contenders(opts: dict) -> list[str]:
     skip = {"compare"} if not opts["compare_method"] else set()
     skip |= {"baseline_tuned"} if not opts["baseline_tuned"] else set()
+    skip |= {"float"} if opts["quant"] == "none" else set()
     return [name for name in TIMED_CONTENDERS if name not in skip]
 
 
@@ -262,8 +279,10 @@ def train_step_task(opts: dict, method_kwargs: dict) -> dict:
             job = {"role": role, "runtime": runtime, "opts": opts, "method_kwargs": method_kwargs}
             times[name] += run_child("time_child", job)["ms"]
     median = {name: statistics.median(ms) for name, ms in times.items()}
-    labels = {"ours": opts["method"], "compare": opts["compare_method"], "baseline": "plain model, plain process",
-              "baseline_tuned": "plain model, framework allocator"}
+    quantized = f"{opts['method']}, LQ w{opts['weight_bits']}a{opts['act_bits']}"
+    labels = {"ours": quantized if opts["quant"] != "none" else opts["method"], "compare": opts["compare_method"],
+              "baseline": "plain model, plain process", "baseline_tuned": "plain model, framework allocator",
+              "float": f"{opts['method']}, float"}
     for name, ms in times.items():
         print(f"{name:>14} ({labels[name]}): median {median[name]:.2f} ms/step over {len(ms)} steps "
               f"(min {min(ms):.2f}, max {max(ms):.2f})", flush=True)
@@ -276,6 +295,8 @@ def train_step_task(opts: dict, method_kwargs: dict) -> dict:
                    ratio_tuned=round(median["ours"] / median["baseline_tuned"], 4))
     if "compare" in median:
         out.update(compare_ms=round(median["compare"], 3), compare_ratio=round(median["ours"] / median["compare"], 4))
+    if "float" in median:
+        out.update(float_ms=round(median["float"], 3), quant_ratio=round(median["ours"] / median["float"], 4))
     return out
 
 
@@ -358,13 +379,15 @@ def memory_task(opts: dict, method_kwargs: dict) -> dict:
     mb = {}
     for role in roles(opts):
         mb[role] = run_memory_child(role, opts, method_kwargs)
-        label = {"ours": opts["method"], "compare": opts["compare_method"]}.get(role, "baseline")
+        label = {"ours": opts["method"], "compare": opts["compare_method"], "float": "float"}.get(role, "baseline")
         print(f"{role:>8} ({label}): peak step memory {mb[role]:.1f} MiB", flush=True)
     out = {"ours_mb": round(mb["ours"], 2), "baseline_mb": round(mb["baseline"], 2),
            "ratio": round(mb["ours"] / mb["baseline"], 4) if mb["baseline"] > 0 else None}
     if "compare" in mb:
         out.update(compare_mb=round(mb["compare"], 2),
                    compare_ratio=round(mb["ours"] / mb["compare"], 4) if mb["compare"] > 0 else None)
+    if "float" in mb:
+        out.update(float_mb=round(mb["float"], 2), quant_ratio=round(mb["ours"] / mb["float"], 4) if mb["float"] > 0 else None)
     return out
 
 
@@ -383,6 +406,7 @@ def check_options(opts: dict, extra: dict) -> None:
     if opts["compare_method"] is not None:
         check_choice("compare_method", opts["compare_method"], list(METHODS))
     check_choice("model", opts["model"], list(BACKBONES))
+    check_choice("quant", opts["quant"], list(QUANT_KINDS))
     check_choice("precision", opts["precision"], list(PRECISIONS))
     check_choice("memory_format", opts["memory_format"], list(MEMORY_FORMATS))
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
@@ -395,6 +419,9 @@ def check_options(opts: dict, extra: dict) -> None:
         if valid is not None and key not in valid:
             raise ValueError(f"{key}: unknown option; valid: {', '.join(DEFAULTS)}; "
                              f"method={opts['method']} also takes: {', '.join(valid) or 'nothing'}")
+    quant = quant_spec(opts)  # bits in range
+    if quant is not None:  # methods whose layers cannot be quantized: refused before any child starts
+        check_quant_method(build_method(opts["method"], opts["resolutions"], **extra), quant)
     if opts["device"] == "auto":
         opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(opts["device"])  # raises a one-line RuntimeError for nonsense; wrap below

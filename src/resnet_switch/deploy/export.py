@@ -20,6 +20,11 @@ dynamic; needs ``pip install -e '.[export]'``: onnx + onnxscript, and onnxruntim
 ``state_dict`` (``torch.save(plain.state_dict())``; for resnet18/50 and mobilenetv2 at width 1.0
 with the ImageNet stem and no folding it loads into ``torchvision.models.<name>(num_classes=...)``
 strictly, and the check runs on that torchvision model).
+
+Quantized (``quant=lq``) checkpoints: ``torchscript``/``onnx`` export the fake-quantized float
+network (weights replaced by their quantized values, activation quantizers as ``where`` ops);
+``state_dict`` writes the integer codes and bases (:mod:`.quantized_state`), checked by rebuilding
+the plain model from the file alone (``fold_bn`` is refused there: the codes hold unfolded weights).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..cli.options import check_choice
 from ..errors import ConfigError
 from ..models import TORCHVISION_NAMES
 from ..training.checkpointing import atomic_path
+from .quantized_state import PACKED_FORMAT, is_quantized, load_quantized_state, pack_quantized_state
 from .runtime import BN_MODES, SwitchableClassifier
 
 DEFAULTS: dict[str, Any] = {
@@ -102,12 +108,14 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 # ------------------------------------------------------------------------------------- writers
-def write_artifact(plain: nn.Module, fmt: str, out: Path, example: torch.Tensor) -> None:
+def write_artifact(plain: nn.Module, fmt: str, out: Path, example: torch.Tensor,
+                   state: dict[str, Any] | None = None) -> None:
     """Write ``plain`` (eval, CPU) to ``out`` in ``fmt``, atomically; ``example`` ``(B, C, R, R)`` is
-    the tracing input (ONNX: its batch dimension is exported as dynamic)."""
+    the tracing input (ONNX: its batch dimension is exported as dynamic). ``state``: what the
+    ``state_dict`` format saves instead of ``plain.state_dict()`` (quantized codes and bases)."""
     with atomic_path(out) as tmp:
         if fmt == "state_dict":
-            torch.save(plain.state_dict(), tmp)
+            torch.save(plain.state_dict() if state is None else state, tmp)
         elif fmt == "torchscript":
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated.*")
@@ -152,6 +160,8 @@ def load_artifact(fmt: str, out: Path, plain: nn.Module, tv_name: str | None, nu
         return module, "torch.jit.load"
     if fmt == "state_dict":
         state = torch.load(out, map_location="cpu", weights_only=True)
+        if state.get("format") == PACKED_FORMAT:
+            return load_quantized_state(state), "codes and bases, plain model rebuilt from the file, strict load"
         if tv_name is not None:
             model = getattr(torchvision.models, tv_name)(num_classes=num_classes)
             label = f"torchvision.models.{tv_name}(num_classes={num_classes}), strict load"
@@ -223,10 +233,16 @@ def export(opts: dict[str, Any]) -> dict[str, Any]:
     config = clf.switch(opts["resolution"], opts["width"])
     spec = clf.net.spec
     plain = clf.materialize().cpu().eval()
+    fmt = opts["format"]
+    packed = None
+    if fmt == "state_dict" and is_quantized(clf.net):
+        if opts["fold_bn"]:
+            raise ConfigError("fold_bn: a quantized state_dict holds codes of the unfolded weights; "
+                              "use fold_bn=false (or format=torchscript|onnx)")
+        packed = pack_quantized_state(clf.net, plain, config)
     folded = 0
     if opts["fold_bn"]:
         plain, folded = fold_batchnorm(plain)
-    fmt = opts["format"]
     out = Path(str(opts["out"])) if opts["out"] else default_out(ckpt, spec["name"], config.resolution,
                                                                    config.width, fmt, bool(opts["fold_bn"]))
     gen = torch.Generator().manual_seed(int(opts["seed"]))
@@ -234,8 +250,9 @@ def export(opts: dict[str, Any]) -> dict[str, Any]:
     x = torch.randn(opts["verify_batch"], *shape, generator=gen)
     example = torch.randn(opts["verify_batch"] + 1, *shape, generator=gen)  # another batch size: ONNX's is dynamic
     with torch.no_grad():
-        write_artifact(plain, fmt, out, example)
-        tv_name = torchvision_name(spec, config.width, bool(opts["fold_bn"])) if fmt == "state_dict" else None
+        write_artifact(plain, fmt, out, example, packed)
+        tv_name = (torchvision_name(spec, config.width, bool(opts["fold_bn"]))
+                   if fmt == "state_dict" and packed is None else None)
         runner, runner_label = load_artifact(fmt, out, plain, tv_name, clf.num_classes)
         reference = clf(x)  # the switchable network itself at this configuration
         got = runner(x)

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from ..layers.factory import build_layers
+from ..layers.quant import QuantLayers, check_quant_spec
 from ..switch import SwitchState
 from .mobilenet import mobilenetv1, mobilenetv2
+from .preresnet import preresnet18, preresnet20
 from .resnet import resnet18, resnet20, resnet50
 from .switchable import SwitchableNet
 from .vgg import vgg16
@@ -19,6 +21,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
     "resnet50": resnet50,
     "resnet20": resnet20,
+    "preresnet18": preresnet18,
+    "preresnet20": preresnet20,
     "mobilenetv2": mobilenetv2,
     "mobilenetv1": mobilenetv1,
     "vgg16": vgg16,
@@ -43,20 +47,28 @@ def build_switchable(
     num_classes: int = 1000,
     in_channels: int = 3,
     layer_kwargs: dict[str, Any] | None = None,
+    quant: dict[str, Any] | None = None,
     **backbone_kwargs,
 ) -> SwitchableNet:
     """Build ``name`` with the ``layers`` factory for ``resolutions`` (highest first).
 
+    ``quant``: ``None`` (float) or LQ settings ``{"weight_bits", "act_bits", "act_basis_update"}``
+    (:class:`~resnet_switch.layers.quant.QuantLayers` wraps the ``layers`` factory).
     The returned net's ``spec`` holds exactly these arguments, so ``build_switchable(**net.spec)``
     rebuilds the same architecture (used by checkpoints).
     """
+    quant = check_quant_spec(quant)
     spec = dict(
         name=name, resolutions=[int(r) for r in resolutions], layers=layers,
         widths=[float(w) for w in widths], num_classes=int(num_classes), in_channels=int(in_channels),
         layer_kwargs=dict(layer_kwargs or {}), **backbone_kwargs,
     )
+    if quant is not None:
+        spec["quant"] = dict(quant)
     state = SwitchState(resolutions, widths)
     factory = build_layers(layers, state, **(layer_kwargs or {}))
+    if quant is not None:
+        factory = QuantLayers(factory, **quant)
     net = build_backbone(name, factory, num_classes=num_classes, in_channels=in_channels, **backbone_kwargs)
     return SwitchableNet(net, state, spec)
 
@@ -68,6 +80,12 @@ def load_plain_weights(net: SwitchableNet, state_dict: dict[str, torch.Tensor]) 
     Every key must exist in the plain materialisation of ``net``; each BN is copied into every
     private set (and each switchable layer takes the plain tensors through its ``load_plain``).
     """
+    if net.spec.get("quant"):  # load into the float twin, then take its tensors (the bases keep theirs)
+        twin = build_switchable(**{k: v for k, v in net.spec.items() if k != "quant"})
+        load_plain_weights(twin, state_dict)
+        missing, unexpected = net.load_state_dict(twin.state_dict(), strict=False)
+        assert not unexpected and all(k.endswith(".basis") for k in missing), (missing, unexpected)
+        return
     plain = net.materialize()
     missing, unexpected = plain.load_state_dict(state_dict, strict=False)
     if missing or unexpected:

@@ -94,14 +94,14 @@ SPEC_FIELDS = {"widths": "method widths (method.width_range / method.widths)", "
 
 
 def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions,
-                     spec: dict[str, Any] | None = None) -> None:
+                     spec: dict[str, Any] | None = None, quant: dict | None = None) -> None:
     """Raise a one-line error when a checkpoint is resumed into a different run. With ``spec`` (the
     network this run builds), every architecture number both specs hold must agree too (e.g. a
     converted checkpoint needs the options it was converted with: ``model.act=relu6``)."""
     check_task(meta, "classification", "ckpt_path")
-    got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]))
-    want = (method, model, list(resolutions))
-    for field, g, w in zip(("method", "model", "data.resolutions"), got, want):
+    got = (meta["method"]["name"], meta["net"]["name"], list(meta["net"]["resolutions"]), meta["net"].get("quant"))
+    want = (method, model, list(resolutions), quant)
+    for field, g, w in zip(("method", "model", "data.resolutions", "quant"), got, want):
         if g != w:
             raise CheckpointError(
                 f"ckpt_path: checkpoint was trained with {field}={g} but this run has {field}={w}; "
@@ -113,7 +113,7 @@ def check_compatible(meta: dict[str, Any], method: str, model: str, resolutions,
     mine_layers, their_layers = ours.get("layer_kwargs") or {}, theirs.get("layer_kwargs") or {}
     pairs = [(f"method.{k}", their_layers[k], mine_layers.get(k)) for k in their_layers]
     pairs += [(SPEC_FIELDS.get(k, f"model.{k}"), theirs[k], ours[k]) for k in theirs
-              if k in ours and k not in ("name", "resolutions", "layer_kwargs")]
+              if k in ours and k not in ("name", "resolutions", "layer_kwargs", "quant")]
     for field, g, w in pairs:
         if g != w:
             raise CheckpointError(f"ckpt_path: checkpoint's network has {field}={g} but this run builds "
