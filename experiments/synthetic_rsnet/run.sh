@@ -12,10 +12,12 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 
 export OMP_NUM_THREADS=1
 mkdir -p $OUT
-$PY -m resnet_switch.train -m task_name=synthetic_rsnet method=individual \
+# the budget these results were recorded with (the defaults were 5 epochs of 6400 images then)
+BUDGET="trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 data.num_workers=2"
+$PY -m resnet_switch.train -m task_name=synthetic_rsnet method=individual $BUDGET \
     data.resolutions=[32],[28],[24],[20],[16] trainer.enable_progress_bar=false \
     hydra.sweep.dir=$OUT/individual hydra.sweep.subdir='${data.resolutions.0}' > $OUT/individual.log 2>&1 &
-$PY -m resnet_switch.train task_name=synthetic_rsnet method=rsnet trainer.enable_progress_bar=false \
+$PY -m resnet_switch.train task_name=synthetic_rsnet method=rsnet $BUDGET trainer.enable_progress_bar=false \
     hydra.run.dir=$OUT/rsnet > $OUT/rsnet.log 2>&1 &
 wait %1 && wait %2
 

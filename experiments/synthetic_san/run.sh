@@ -12,7 +12,9 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per run: leaves the other to a parallel job
 TEST=[32,30,28,26,24,22,20,18,16]
 
-$PY -m resnet_switch.train task_name=synthetic_san method=san trainer.enable_progress_bar=false hydra.run.dir=$OUT/san
+# the budget these results were recorded with (the defaults were 5 epochs of 6400 images then)
+BUDGET="trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 data.num_workers=2"
+$PY -m resnet_switch.train task_name=synthetic_san method=san $BUDGET trainer.enable_progress_bar=false hydra.run.dir=$OUT/san
 
 for mode in proxy ideal; do
   $PY -m resnet_switch.evaluate "ckpt=[$OUT/san/checkpoints/last.ckpt]" test_resolutions=$TEST bn_mode=$mode \

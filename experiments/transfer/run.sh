@@ -12,12 +12,12 @@ PY=${PY:-.venv/bin/python}
 OUT=experiments/transfer/runs
 export WANDB_MODE=${WANDB_MODE:-offline}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-COMMON="method=mutualnet method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=512 trainer.enable_progress_bar=false"
+COMMON="data.num_workers=2 method=mutualnet method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=512 trainer.enable_progress_bar=false"
 TARGET="data.synthetic.num_classes=15 data.train_samples=1280 data.val_samples=2000 trainer.max_epochs=5 trainer.check_val_every_n_epoch=5"
 
 if [[ ! -f $OUT/source/checkpoints/last.ckpt ]]; then
   rm -rf "$OUT"; mkdir -p $OUT
-  $PY -m resnet_switch.train task_name=transfer $COMMON seed=0 trainer.max_epochs=3 \
+  $PY -m resnet_switch.train task_name=transfer $COMMON seed=0 trainer.max_epochs=3 data.train_samples=6400 data.val_samples=2000 \
       hydra.run.dir=$OUT/source > $OUT/source.log 2>&1
 fi
 SRC=$OUT/source/checkpoints/last.ckpt
