@@ -26,7 +26,7 @@ from ..switch import SubnetConfig
 from ..training.checkpointing import CHECKPOINT_KEY, checkpoint_meta
 from ..training.distributed import all_reduce_sum, average_gradients, world_size
 from ..training.finite_guard import FiniteGuard
-from ..training.lit_module import _module_key, cosine_with_warmup, metric_suffix, split_weight_decay
+from ..training.lit_module import _module_key, metric_suffix, sgd_cosine
 from .calibration import calibrate_detector
 from .datamodule import to_float_image
 from .methods import step_configs
@@ -174,17 +174,7 @@ class DetectionModule(L.LightningModule):
 
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        o = self.optim
-        decay, no_decay = split_weight_decay(self.net, o.get("decay_scope", "all"))
-        groups = [{"params": decay, "weight_decay": o["weight_decay"]},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.9),
-                                    nesterov=o.get("nesterov", False))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = int(o.get("warmup_epochs", 0) * steps_per_epoch)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return sgd_cosine(self.optim, self.net, self.trainer)
 
     # ------------------------------------------------------ faults and resuming
     def on_fit_start(self) -> None:

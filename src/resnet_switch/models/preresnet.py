@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
-from .resnet import _shortcut, add_shortcut, init_resnet
+from .resnet import _shortcut, add_shortcut, add_stem, init_resnet
 
 
 class BNReLU(nn.Module):
@@ -57,15 +57,7 @@ class PreActResNet(nn.Module):
     def __init__(self, layers: PlainLayers, depths: list[int], widths: list[int], num_classes: int = 1000,
                  in_channels: int = 3, small_input: bool = False):
         super().__init__()
-        stem_ch = widths[0]
-        if small_input:
-            self.conv1 = layers.conv(in_channels, stem_ch, 3, 1, 1, role="stem")
-        else:
-            self.conv1 = layers.conv(in_channels, stem_ch, 7, 2, 3, role="stem")
-        self.bn1 = layers.bn(stem_ch, role="stem")
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
-        in_ch = stem_ch
+        in_ch = add_stem(self, layers, in_channels, widths[0], small_input)
         self.num_stages = len(depths)
         for i, (depth, ch) in enumerate(zip(depths, widths)):
             blocks: list[nn.Module] = []

@@ -68,6 +68,19 @@ def _shortcut(layers: PlainLayers, in_ch: int, out_ch: int, stride: int) -> nn.M
     )
 
 
+def add_stem(net: nn.Module, layers: PlainLayers, in_channels: int, stem_ch: int, small_input: bool) -> int:
+    """Set ``net.conv1/bn1/relu/maxpool`` (torchvision's names): the 3x3/1 stem without max-pool when
+    ``small_input`` (CIFAR style), else the ImageNet 7x7/2 conv + 3x3/2 max-pool. Returns ``stem_ch``."""
+    if small_input:
+        net.conv1 = layers.conv(in_channels, stem_ch, 3, 1, 1, role="stem")
+    else:
+        net.conv1 = layers.conv(in_channels, stem_ch, 7, 2, 3, role="stem")
+    net.bn1 = layers.bn(stem_ch, role="stem")
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
+    return stem_ch
+
+
 class ResNet(nn.Module):
     """ResNet with a configurable stem.
 
@@ -84,15 +97,7 @@ class ResNet(nn.Module):
         super().__init__()
         width_mult = check_width_mult(width_mult)
         widths = [max(1, round(w * width_mult)) for w in widths]
-        stem_ch = widths[0]
-        if small_input:
-            self.conv1 = layers.conv(in_channels, stem_ch, 3, 1, 1, role="stem")
-        else:
-            self.conv1 = layers.conv(in_channels, stem_ch, 7, 2, 3, role="stem")
-        self.bn1 = layers.bn(stem_ch, role="stem")
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
-        in_ch = stem_ch
+        in_ch = add_stem(self, layers, in_channels, widths[0], small_input)
         stages = []
         for i, (depth, ch) in enumerate(zip(depths, widths)):
             blocks = []

@@ -202,19 +202,7 @@ class SwitchModule(L.LightningModule):
 
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        o = self.optim
-        decay, no_decay = split_weight_decay(self.net, o.get("decay_scope", "all"))
-        groups = [
-            {"params": decay, "weight_decay": o["weight_decay"]},
-            {"params": no_decay + list(self.method.no_decay_parameters()), "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.SGD(groups, lr=o["lr"], momentum=o.get("momentum", 0.9),
-                                    nesterov=o.get("nesterov", False))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = int(o.get("warmup_epochs", 0) * steps_per_epoch)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return sgd_cosine(self.optim, self.net, self.trainer, extra_no_decay=list(self.method.no_decay_parameters()))
 
     # ------------------------------------------------------ faults and resuming
     def on_fit_start(self) -> None:
@@ -238,6 +226,22 @@ class SwitchModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get(RNG_KEY)
+
+
+def sgd_cosine(optim: dict, net: nn.Module, trainer: L.Trainer, extra_no_decay: list[nn.Parameter] = ()) -> dict:
+    """Lightning's ``configure_optimizers`` answer for an ``optim/sgd_cosine`` config: SGD with the
+    weight-decay split of :func:`split_weight_decay` (``extra_no_decay``: e.g. RS-Net's alpha), and
+    :func:`cosine_with_warmup` stepped per iteration over the trainer's estimated steps."""
+    decay, no_decay = split_weight_decay(net, optim.get("decay_scope", "all"))
+    groups = [{"params": decay, "weight_decay": optim["weight_decay"]},
+              {"params": no_decay + list(extra_no_decay), "weight_decay": 0.0}]
+    optimizer = torch.optim.SGD(groups, lr=optim["lr"], momentum=optim.get("momentum", 0.9),
+                                nesterov=optim.get("nesterov", False))
+    total = max(1, int(trainer.estimated_stepping_batches))
+    steps_per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
+    warmup = int(optim.get("warmup_epochs", 0) * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, warmup))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int = 0):
