@@ -20,7 +20,9 @@ def test_unique_labels_append_the_path_only_to_repeated_labels():
 def test_checkpoints_with_the_same_label_keep_their_own_rows(tmp_path, monkeypatch):
     top1 = {"private.ckpt": 90.0, "shared.ckpt": 80.0}
 
-    def fake_evaluate_checkpoint(path, cfg, test_resolutions, device):
+    def fake_evaluate_checkpoint(path, cfg, test_resolutions, device, extra=None):
+        if extra is not None:  # an ensemble accuracy (RS-Net's), reported under the checkpoint's own label
+            extra["parallel resnet20 @16-12"] = {"top1": top1[path] + 1.0, "top5": 99.0}
         return [{"model": "parallel resnet20 @16-12", "resolution": r, "width": 1.0, "top1": top1[path] - r,
                  "top5": 99.0, "bn": "own", "madds": r * 1000, "params": 10} for r in test_resolutions]
 
@@ -32,7 +34,7 @@ def test_checkpoints_with_the_same_label_keep_their_own_rows(tmp_path, monkeypat
     evaluate_module.evaluate(cfg)
     with open(tmp_path / "eval_table.csv") as f:
         table = list(csv.DictReader(f))
-    assert [(r["model"], float(r["16"]), float(r["12"])) for r in table] == [
-        ("parallel resnet20 @16-12 (private.ckpt)", 74.0, 78.0),
-        ("parallel resnet20 @16-12 (shared.ckpt)", 64.0, 68.0),
+    assert [(r["model"], float(r["16"]), float(r["12"]), float(r["ensemble"])) for r in table] == [
+        ("parallel resnet20 @16-12 (private.ckpt)", 74.0, 78.0, 91.0),
+        ("parallel resnet20 @16-12 (shared.ckpt)", 64.0, 68.0, 81.0),
     ]
