@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
-from .resnet import _shortcut, add_shortcut, add_stem, init_resnet
+from .resnet import ResNet, _shortcut, add_shortcut, add_stem, init_resnet
 
 
 class BNReLU(nn.Module):
@@ -71,11 +71,7 @@ class PreActResNet(nn.Module):
         self.fc = layers.linear(in_ch, num_classes, role="head")
         init_resnet(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
-        return self.fc(self.avgpool(x).flatten(1))
+    forward = ResNet.forward  # stem, layer1..layerN, pool, fc: the same order as the post-activation net
 
 
 def preresnet18(layers: PlainLayers, **kwargs) -> PreActResNet:
