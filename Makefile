@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export WANDB_MODE ?= offline
 
-.PHONY: install train test test-slow lint bench gpu-check experiments clean
+.PHONY: install train test test-slow lint bench gpu-check docs experiments clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,11 @@ lint: $(STAMP)
 bench: $(STAMP)  ## the headline benchmarks (1 thread)
 	$(BIN)/python -m resnet_switch.bench train_step method=rsnet model=resnet18 batch_size=8 resolutions=[64,56,48,40,32] num_classes=1000 threads=1
 
-gpu-check: $(STAMP)  ## every CUDA path in one go, ~8 min on one GPU (README "GPU check"); skipped without CUDA
+gpu-check: $(STAMP)  ## every CUDA path in one go, ~8 min on one GPU (docs/benchmarks.md "GPU check"); skipped without CUDA
 	PY=$(BIN)/python bash tools/gpu_check.sh $(ARGS)
 
+docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun site .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -122,3 +123,55 @@ class RecordRankState(Callback):
         Path(self.folder).mkdir(parents=True, exist_ok=True)
         torch.save({"losses": self.losses, "targets": self.targets, "state": state},
                    Path(self.folder) / f"rank{trainer.global_rank}.pt")
+
+
+class FirstBatchProbe(Callback):
+    """The cross-entropy of the network on the first training forward (its configuration, input
+    images and the batch's targets; BN in training mode as in the step, float32), before training
+    (:attr:`loss_before`, the weights at the start of fit: :attr:`start`) and right after the first
+    optimizer step (:attr:`loss_after_step`): a learning signal independent of the run's own
+    metrics. The losses are computed on a twin built from the network's spec (no hooks of other
+    callbacks fire). Instances made by Hydra are appended to :attr:`made` (newest last)."""
+
+    made: list[FirstBatchProbe] = []
+
+    def __init__(self):
+        FirstBatchProbe.made.append(self)
+        self.start: dict = {}
+        self.config = self.images = self.targets = None
+        self.loss_before = self.loss_after_step = None
+        self._twin = self._handle = None
+
+    def on_train_start(self, trainer, pl_module):
+        from resnet_switch.models import build_switchable
+
+        net = pl_module.net
+        self.start = copy.deepcopy(net.state_dict())
+        self._twin = build_switchable(**net.spec)
+
+        def first_input(module, args):
+            if module.training and self.images is None:
+                self.config, self.images = module.state.config, args[0].detach().float().clone()
+
+        self._handle = net.register_forward_pre_hook(first_input)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.targets is None:
+            self.targets = batch.targets.detach().clone()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.loss_after_step is None:
+            self._handle.remove()
+            self.loss_before = self.loss(self.start)
+            self.loss_after_step = self.loss(pl_module.net.state_dict())
+
+    @torch.no_grad()
+    def loss(self, state: dict) -> float:
+        """Cross-entropy of the network with ``state`` (e.g. :attr:`start`) on the first training
+        forward's images and targets, at its configuration, BN in training mode, float32."""
+        net = self._twin
+        net.load_state_dict(state)
+        net.float().train()
+        with torch.autocast(self.images.device.type, enabled=False), net.switch(self.config):
+            logits = net(self.images)
+        return float(torch.nn.functional.cross_entropy(logits.float(), self.targets))

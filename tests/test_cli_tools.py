@@ -62,14 +62,16 @@ def test_costs_user_errors_exit_2_naming_the_field(argv, field, capsys):
 def test_unknown_key_message_lists_valid_options():
     with pytest.raises(ValueError, match=r"^colour: unknown option; valid: model, resolutions, widths"):
         parse_options(costs.DEFAULTS, ["colour=red"])
-    opts, extra = parse_options(bench_step.DEFAULTS, ["width_range=[0.7,1.0]", "batch_size=4"], allow_extra=True)
-    assert extra == {"width_range": [0.7, 1.0]} and opts["batch_size"] == 4
+    opts, extra = parse_options(bench_step.DEFAULTS, ["method.width_range=[0.7,1.0]", "batch_size=4"],
+                                allow_extra=True)
+    assert extra == {"method.width_range": [0.7, 1.0]} and opts["batch_size"] == 4
     with pytest.raises(ValueError, match="^batch_size: expected an integer"):
         parse_options(bench_step.DEFAULTS, ["batch_size=2.5"])
 
 
 @pytest.mark.parametrize("argv, field", [
     (["train_step", "bogus=1"], "bogus"),  # neither a bench option nor an rsnet argument
+    (["train_step", "method.bogus=1"], "method.bogus"),
     (["train_step", "method=nonet"], "method"),
     (["train_step", "compare_method=nonet"], "compare_method"),
     (["train_step", "model=vgg"], "model"),
@@ -83,6 +85,37 @@ def test_bench_user_errors_exit_2_naming_the_field(argv, field, capsys):
     assert code == 2
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}:"), captured.err
+
+
+def test_options_spelled_as_in_train_are_one_key_each():
+    opts, _ = parse_options(costs.DEFAULTS, ["model=resnet18", "quant=lq", "quant.weight_bits=3", "quant.act_bits=32"])
+    assert (opts["quant"], opts["quant.weight_bits"], opts["quant.act_bits"]) == ("lq", 3, 32)
+    with pytest.raises(ValueError, match=r"^quant.weight_bits: expected an integer"):
+        parse_options(costs.DEFAULTS, ["quant.weight_bits=two"])
+    with pytest.raises(ValueError, match=r"^weight_bits: use quant.weight_bits=2 \(as in train\)$"):
+        parse_options(costs.DEFAULTS, ["weight_bits=2"], renamed={"weight_bits": "quant.weight_bits"})
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["train_step", "quant=lq", "weight_bits=2"], "error: weight_bits: use quant.weight_bits=2 (as in train)"),
+    (["train_step", "quant=lq", "act_bits=32"], "error: act_bits: use quant.act_bits=32 (as in train)"),
+    (["train_step", "method=mutualnet", "width_range=[0.7,1.0]"],
+     "error: width_range: use method.width_range=[0.7,1.0] (as in train)"),
+    (["train_step", "distill=none"], "error: distill: use method.distill=none (as in train)"),
+])
+def test_bench_refuses_retired_spellings_with_trains(argv, line, capsys):
+    code, captured = run_in_process(bench.main, argv, capsys)
+    assert code == 2
+    assert captured.err.strip().splitlines() == [line]
+
+
+def test_bench_method_arguments_are_spelled_method_dot():
+    opts = dict(bench_step.DEFAULTS, model="resnet20", resolutions=[16, 12], batch_size=2, num_classes=10)
+    assert bench_step.check_options(dict(opts), {"method.distill": "none"}) == {"distill": "none"}
+    assert bench_step.check_options(dict(opts, method="mutualnet"), {"method.width_range": [0.7, 1.0]}) == {
+        "width_range": [0.7, 1.0]}
+    with pytest.raises(ValueError, match=r"^method.bogus: unknown option; .*method=rsnet also takes: method.distill"):
+        bench_step.check_options(dict(opts), {"method.bogus": 1})
 
 
 def test_bench_forwards_method_arguments():

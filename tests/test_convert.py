@@ -188,7 +188,8 @@ def test_a_file_that_does_not_fit_exits_2_with_one_line(small_file, tmp_path, ca
     (["SRC", "format=rsnets", "model=resnet18", "widths=[1.0,0.5]"], "widths"),
     (["SRC", "format=usnet", "model=mobilenetv1", "widths=[0.5,-1]"], "widths"),
     (["SRC", "format=usnet", "model=mobilenetv1", "normalize=yes"], "normalize"),
-    (["SRC", "format=rsnets", "model=resnet18", "width_mult=2"], "width_mult"),
+    (["SRC", "format=rsnets", "model=resnet18", "model.width_mult=2"], "model.width_mult"),
+    (["SRC", "format=mutualnet", "model=mobilenetv1", "width_mult=2"], "width_mult"),  # retired: model.width_mult
     (["SRC", "format=rsnets", "model=resnet18", "num_classes=0"], "num_classes"),
     (["src=/no/such.pth", "format=rsnets", "model=resnet18"], "src"),
     (["SRC", "format=rsnets", "model=resnet18", "colour=red"], "colour"),

@@ -3,6 +3,7 @@
 import pytest
 import torchvision
 
+from resnet_switch.cli.options import run_tool
 from resnet_switch.costs import format_csv, main
 from resnet_switch.evaluation.costs import cost_table, count_bit_costs, count_costs, human
 from resnet_switch.models import build_switchable
@@ -15,13 +16,6 @@ PAPER_MADDS = {
     "resnet50": [4.14e9, 3.04e9, 2.11e9, 1.35e9, 760e6],
     "mobilenetv2": [301e6, 221e6, 154e6, 99e6, 56e6],
 }
-
-
-def slimmable_registered() -> bool:
-    import resnet_switch.layers  # noqa: F401
-    from resnet_switch.layers.factory import LAYER_FACTORIES
-
-    return "slimmable" in LAYER_FACTORIES
 
 
 def assert_close_to_paper(model, rel):
@@ -66,7 +60,6 @@ def test_count_costs_uses_image_channels_and_restores_mode():
     assert plain.training
 
 
-@pytest.mark.skipif(not slimmable_registered(), reason="'slimmable' layer factory not registered yet")
 def test_width_costs_match_mutualnet_reference():
     # REFERENCE.md: MobileNetV2 0.7@160 89.3M; MobileNetV1 0.25@128 13.6M (MACs)
     v2 = {r["width"]: r for r in cost_table("mobilenetv2", [160], [1.0, 0.7])}
@@ -124,10 +117,72 @@ def test_bit_costs_of_a_tiny_quantized_net_by_hand():
     assert count_bit_costs(w_only, SubnetConfig(8))["size_bits"] == 1054 * 2 + 117 * 32 + 96 * 32
 
 
-def test_costs_cli_quant_columns(capsys):
-    main(["model=resnet20", "resolutions=[32]", "num_classes=10", "format=csv", "quant=lq", "act_bits=32"])
+def resnet18_convs(resolution: int) -> list[tuple[int, int, int, int]]:
+    """``(in, out, kernel, output side)`` of every conv of torchvision's ResNet-18 at ``resolution``,
+    the stem first (written out from the architecture, not read from a model)."""
+    side = resolution // 2  # stem: 7x7 stride 2; the max-pool halves again
+    convs = [(3, 64, 7, side)]
+    side //= 2
+    in_ch = 64
+    for stage, out_ch in enumerate((64, 128, 256, 512)):
+        if stage:  # first block: 3x3 stride 2 + a 1x1 stride-2 projection
+            side //= 2
+            convs += [(in_ch, out_ch, 3, side), (out_ch, out_ch, 3, side), (in_ch, out_ch, 1, side)]
+        else:
+            convs += [(in_ch, out_ch, 3, side), (out_ch, out_ch, 3, side)]
+        convs += [(out_ch, out_ch, 3, side)] * 2  # second block
+        in_ch = out_ch
+    return convs
+
+
+def resnet18_bit_costs(weight_bits: int | None, act_bits: int | None, resolution: int = 224) -> tuple[int, int]:
+    """``(size_bits, bops)`` of ResNet-18 (1000 classes) by the counting rule of
+    resnet_switch.evaluation.costs; ``None`` bits: float. Quantized: every conv but the stem, LQ bases of
+    ``C_out x weight_bits`` and ``act_bits`` entries (none for a side at 32 bits)."""
+    convs = resnet18_convs(resolution)
+    stem, body = convs[0], convs[1:]
+    madds = [c_in * k * k * c_out * side * side for c_in, c_out, k, side in convs]
+    weights = [c_in * k * k * c_out for c_in, c_out, k, _ in convs]
+    bn_affine = 2 * sum(c_out for _, c_out, _, _ in convs)  # one BN after every conv
+    fc_madds, fc_params = 512 * 1000, 512 * 1000 + 1000
+    if weight_bits is None:
+        return 32 * (sum(weights) + bn_affine + fc_params), 32 * 32 * (sum(madds) + fc_madds)
+    float_params = weights[0] + bn_affine + fc_params
+    w_basis = weight_bits * sum(c_out for _, c_out, _, _ in body) if weight_bits < 32 else 0
+    a_basis = act_bits * len(body) if act_bits < 32 else 0
+    size = weight_bits * sum(weights[1:]) + 32 * (float_params + w_basis + a_basis)
+    bops = weight_bits * act_bits * sum(madds[1:]) + 32 * 32 * (madds[0] + fc_madds)
+    assert stem == (3, 64, 7, resolution // 2)
+    return size, bops
+
+
+def test_resnet18_hand_count_matches_the_quoted_figures():
+    # the hand count itself: 1.81G MAdds, 11.69M parameters; float 374M bits / 1.86T BOPs,
+    # LQ 2/32: 39.6M bits / 230G BOPs, 2/2: 39.6M / 128G
+    convs = resnet18_convs(224)
+    assert sum(c_in * k * k * c_out * s * s for c_in, c_out, k, s in convs) + 512_000 == 1_814_073_344
+    assert [human(v) for v in resnet18_bit_costs(None, None)] == ["374M", "1.86T"]
+    assert [human(v) for v in resnet18_bit_costs(2, 32)] == ["39.6M", "230G"]
+    assert [human(v) for v in resnet18_bit_costs(2, 2)] == ["39.6M", "128G"]
+
+
+@pytest.mark.parametrize("quant", [[], ["quant=lq", "quant.weight_bits=2", "quant.act_bits=32"],
+                                   ["quant=lq", "quant.weight_bits=2", "quant.act_bits=2"]],
+                         ids=["float", "w2a32", "w2a2"])
+def test_costs_cli_quant_columns(quant, capsys):
+    main(["model=resnet18", "resolutions=[224]", "format=csv", *quant])
     row = capsys.readouterr().out.strip().splitlines()[1].split(",")
     madds, params, size_bits, bops = (int(v) for v in row[2:])
-    assert (madds, params) == tuple(cost_table("resnet20", [32], num_classes=10)[0][k] for k in ("madds", "params"))
-    assert size_bits < 32 * params / 4  # most weights at 2 bits
-    assert 2 * 32 * madds < bops < 32 * 32 * madds
+    assert (madds, params) == (1_814_073_344, 11_689_512)
+    bits = [int(q.split("=")[1]) for q in quant[1:]] or [None, None]
+    assert (size_bits, bops) == resnet18_bit_costs(*bits)
+
+
+@pytest.mark.parametrize("argv", [["model=resnet20", "quant=lq", "weight_bits=2"],
+                                  ["model=resnet20", "quant=lq", "act_bits=32"]])
+def test_costs_refuses_the_retired_quant_spelling_with_trains(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_tool(main, argv)
+    assert info.value.code == 2
+    key, value = argv[-1].split("=")
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {key}: use quant.{key}={value} (as in train)"]

@@ -16,7 +16,6 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from resnet_switch.detection.backbone import FEATURE_STAGES, SwitchableBackboneWithFPN, build_detection_backbone
 from resnet_switch.detection.model import build_detector
 from resnet_switch.evaluation.costs import count_costs
-from resnet_switch.models import BACKBONES
 from resnet_switch.switch import SubnetConfig
 
 SIZES = [96, 64]
@@ -163,10 +162,7 @@ def test_backbone_madds_are_torchvision_resnet18_without_the_classifier():
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenetv2", "resnet20", "vgg16"])
 def test_feature_stages_have_strides_4_to_32(name):
-    """Each registered detection backbone feeds the FPN maps at strides 4, 8, 16, 32 (ResNet-20: 4-16).
-    ``vgg16`` is checked once the VGG-16-BN backbone is registered (models.BACKBONES)."""
-    if name not in BACKBONES:
-        pytest.skip(f"{name} is not in the backbone registry yet")
+    """Each detection backbone feeds the FPN maps at strides 4, 8, 16, 32 (ResNet-20: 4-16)."""
     backbone = build_detection_backbone(name, [64], out_channels=8)
     assert isinstance(backbone, SwitchableBackboneWithFPN)
     maps = backbone(torch.rand(1, 3, 64, 64))
@@ -179,9 +175,7 @@ def test_feature_stages_have_strides_4_to_32(name):
 def test_plain_backbone_with_fpn_equals_torchvision_and_loads_its_classifier_weights(name):
     """Our backbone (plain layers) warm-started from a torchvision classifier's state dict
     (``model.pretrained``) gives the same FPN maps as that classifier cut at the same stages, with
-    the same state-dict keys. ``vgg16`` (torchvision's vgg16_bn) once it is registered."""
-    if name not in BACKBONES:
-        pytest.skip(f"{name} is not in the backbone registry yet")
+    the same state-dict keys (``vgg16``: torchvision's vgg16_bn)."""
     classifier = getattr(torchvision.models, {"vgg16": "vgg16_bn", "mobilenetv2": "mobilenet_v2"}.get(name, name))()
     randomise_bn(classifier)
     ours = build_detection_backbone(name, [64], layers="plain", out_channels=8, pretrained=classifier.state_dict())

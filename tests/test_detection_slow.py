@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from resnet_switch.detection.lit_module import DetectionModule
-from resnet_switch.detection.train import build_detection_run, evaluate_detector
+from resnet_switch.detection.task import build_detection_run, evaluate_detector
 from resnet_switch.train import train
 
 from .test_detection_train import compose_train

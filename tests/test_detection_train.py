@@ -18,12 +18,12 @@ from resnet_switch.detection.lit_module import DetectionModule, metric_inputs
 from resnet_switch.detection.methods import build_detection_method
 from resnet_switch.detection.model import build_detector, load_detector
 from resnet_switch.detection.synthetic import SyntheticDetection
-from resnet_switch.detection.train import check_resumable
+from resnet_switch.detection.task import check_resumable
 from resnet_switch.errors import ConfigError
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
-from resnet_switch.training.lit_module import _module_key
+from resnet_switch.training.module import module_key
 
 SIZES = [64, 48]
 TINY_DETECTOR = dict(fpn_channels=16, box_head_dim=32, mask_head_channels=[8], anchor_base=8,
@@ -169,7 +169,7 @@ def test_ap_per_configuration_is_100_for_perfect_detections_and_0_for_misses():
     miss = dict(perfect, boxes=torch.tensor([[0.0, 0.0, 2.0, 2.0]]).expand_as(target["boxes"]),
                 masks=torch.zeros_like(perfect["masks"]))
     for config, prediction in zip(method.eval_configs(), (perfect, miss)):
-        module.ap[_module_key(config)].update(*metric_inputs([prediction], [target], masks=True))
+        module.ap[module_key(config)].update(*metric_inputs([prediction], [target], masks=True))
     rows = module.compute_ap()
     assert rows[0]["bbox_ap"] == pytest.approx(100.0) and rows[0]["segm_ap"] == pytest.approx(100.0)
     assert rows[1]["bbox_ap"] == pytest.approx(0.0) and rows[1]["segm_ap"] == pytest.approx(0.0)

@@ -7,7 +7,8 @@ from hydra.core.global_hydra import GlobalHydra
 from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.errors import ConfigError
 from resnet_switch.methods import build_method
-from resnet_switch.train import check_init_options, method_kwargs
+from resnet_switch.train import check_init_options
+from resnet_switch.training.tasks import method_arguments
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("detection_"))
 
@@ -20,13 +21,15 @@ def test_experiment_composes_and_builds(name):
     method_name, model_name = name.split("_")[:2]
     assert cfg.method.name == method_name and cfg.model.name == model_name
     assert cfg.data.name == "imagefolder" and cfg.trainer.strategy == "ddp"
-    method = build_method(cfg.method.name, list(cfg.data.resolutions), **method_kwargs(cfg))
+    method = build_method(cfg.method.name, list(cfg.data.resolutions), **method_arguments(dict(cfg.method)))
     assert method.resolutions[0] == 224
     if method_name in ("mutualnet", "usnet"):  # lr: ImageNet 0.5 (A.1), VGG-16 0.01 (A.2), transfer 0.1 (4.2)
         paper_lr = 0.1 if name.endswith("_transfer") else 0.01 if model_name == "vgg16" else 0.5
         assert cfg.optim.decay_scope == "conv_fc" and cfg.optim.lr == paper_lr
     if model_name == "mobilenetv2" and method_name == "san":
-        assert method.layer_kwargs()["meta_roles"] == "all"  # every conv meta in SAN's MobileNetV2
+        assert method.layer_kwargs(model_name)["meta_roles"] == "all"  # every conv meta in SAN's MobileNetV2
+    elif method_name == "san":  # SAN's ResNets: the factory default (block convs + shortcuts)
+        assert "meta_roles" not in method.layer_kwargs(model_name)
 
 
 def test_transfer_recipe_is_mutualnets_fine_tuning_and_needs_a_checkpoint():
@@ -34,8 +37,8 @@ def test_transfer_recipe_is_mutualnets_fine_tuning_and_needs_a_checkpoint():
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=mutualnet_mobilenetv1_transfer", "run_dir=/tmp/x"])
-    assert cfg.model.init_from == "required"
+    assert cfg.model.init.ckpt == "required"
     assert cfg.data.batch_size * 8 == 256 and cfg.trainer.max_epochs == 100 and cfg.optim.lr == 0.1
     assert list(cfg.method.width_range) == [0.25, 1.0] and list(cfg.data.resolutions) == [224, 192, 160, 128]
-    with pytest.raises(ConfigError, match=r"^model.init_from: this experiment fine-tunes"):
+    with pytest.raises(ConfigError, match=r"^model.init.ckpt: this experiment fine-tunes"):
         check_init_options(cfg)

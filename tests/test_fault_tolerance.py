@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from resnet_switch.data.sampling import EpochShuffleSampler, ResumableLoader
+from resnet_switch.models import build_switchable
+from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import load_checkpoint
 from resnet_switch.training.finite_guard import FiniteGuard, NonFiniteLossError
@@ -97,17 +99,97 @@ def test_nan_loss_stops_with_step_and_configuration_and_keeps_the_last_good_chec
                if isinstance(v, torch.Tensor) and v.is_floating_point())
 
 
-def test_deferred_check_raises_lag_steps_later_or_on_flush():
-    guard = FiniteGuard(lag=2)
-    guard._records = [("loss", "resolution=16 width=1", torch.tensor(float("nan")))]
-    labels, values = [("loss", "resolution=16 width=1")], torch.tensor([float("nan")])
-    flags = (~torch.isfinite(values)).int()
+class OnCuda(torch.Tensor):
+    """A CPU tensor that reports ``device.type == "cuda"``: the guard takes its deferred (CUDA) path
+    on this CPU-only machine (the real device is exercised in tests/test_cuda.py)."""
 
-    class Done:
-        def synchronize(self):
-            pass
+    @property
+    def device(self):
+        return torch.device("cuda")
 
-    guard._records = None
-    guard._pending.append((3, labels, values, flags, Done()))
-    with pytest.raises(NonFiniteLossError, match="global step 3, configuration resolution=16 width=1"):
+
+class HostEvent:
+    """Stands in for ``torch.cuda.Event``: counts the waits for a queued step's flags."""
+
+    waits = 0
+
+    def record(self):
+        pass
+
+    def synchronize(self):
+        HostEvent.waits += 1
+
+
+def _tiny_net():
+    return build_switchable("resnet20", [16, 12], num_classes=10, base_width=4)
+
+
+def _train_step(guard, net, step, bad_config=None):
+    """One step as the LightningModule runs it: a forward and a backward per configuration inside
+    ``guard.watch``, each loss handed to ``record_loss``, then ``guard.check(step)``. The input of
+    ``bad_config`` holds a NaN."""
+    with guard.watch(net):
+        for config in (SubnetConfig(16), SubnetConfig(12)):
+            x = torch.randn(2, 3, config.resolution, config.resolution)
+            if config == bad_config:
+                x[0, 0, 0, 0] = float("nan")
+            with net.switch(config):
+                loss = torch.nn.functional.cross_entropy(net(x), torch.tensor([0, 1]))
+            guard.record_loss(loss, config)
+            loss.backward()
+    guard.check(step)
+
+
+def test_check_on_the_cpu_raises_at_the_bad_step_naming_its_configuration():
+    net, guard = _tiny_net(), FiniteGuard(lag=2)
+    for step in range(3):
+        _train_step(guard, net, step)
+    with pytest.raises(NonFiniteLossError) as err:
+        _train_step(guard, net, 3, bad_config=SubnetConfig(12))
+    message = str(err.value)
+    assert "\n" not in message
+    # the logits of resolution 12 are the first non-finite record of step 3 (its loss comes after them)
+    assert message.startswith("train: non-finite logits (nan) at global step 3, configuration resolution=12 width=1;")
+    assert "before the optimizer step" in message  # not deferred on the CPU
+
+
+@pytest.fixture
+def on_cuda(monkeypatch):
+    """The guard sees every record on a CUDA device: the network's outputs are viewed as
+    :class:`OnCuda` (a forward hook registered before the guard's own), events are host stand-ins."""
+    monkeypatch.setattr(torch.cuda, "Event", HostEvent)
+    HostEvent.waits = 0
+
+    def view(net):
+        net.register_forward_hook(lambda module, inputs, output: output.as_subclass(OnCuda))
+        return net
+
+    return view
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3])
+def test_deferred_check_raises_lag_steps_later_or_on_flush(on_cuda, lag):
+    net, guard = on_cuda(_tiny_net()), FiniteGuard(lag=lag)
+    bad = 2
+    for step in range(bad):
+        _train_step(guard, net, step)
+    _train_step(guard, net, bad, bad_config=SubnetConfig(16))  # queued: no raise at the bad step itself
+    for step in range(bad + 1, bad + lag):
+        _train_step(guard, net, step)  # the bad step's flags are not read yet
+    assert HostEvent.waits == bad  # steps 0..bad-1 were read, the bad one not yet
+    with pytest.raises(NonFiniteLossError) as err:
+        _train_step(guard, net, bad + lag)  # exactly `lag` steps later its flags are read
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"train: non-finite logits (nan) at global step {bad}, configuration resolution=16 "
+                              "width=1;"), message
+    assert f"training stopped within {lag} steps, before any later checkpoint" in message
+
+    # a bad last step (fewer than `lag` steps after it): flush, before the checkpoint, raises
+    net, guard = on_cuda(_tiny_net()), FiniteGuard(lag=lag)
+    _train_step(guard, net, 0)
+    _train_step(guard, net, 1, bad_config=SubnetConfig(12))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite logits \(nan\) at global step 1, configuration "
+                                                 r"resolution=12 width=1;"):
         guard.flush()
+    guard.flush()  # read once: a later flush has nothing left to raise

@@ -11,6 +11,7 @@ from PIL import Image
 
 from resnet_switch.data import MultiResDataModule
 from resnet_switch.data.datasets import check_labels
+from resnet_switch.data.decode import decode_file
 from resnet_switch.data.imagefolder import BadImageError, convert_mode
 from resnet_switch.errors import first_line
 from resnet_switch.train import train
@@ -134,10 +135,30 @@ def test_labels_out_of_range_are_rejected():
     check_labels(Labelled(), 10, "val")
 
 
-def test_convert_mode_scales_16_bit_and_keeps_palette_colours():
-    grey16 = Image.fromarray(np.full((2, 2), 65535, dtype=np.uint16))
-    assert np.asarray(convert_mode(grey16, "RGB")).max() == 255
-    assert convert_mode(_image("P", 1), "RGB").mode == "RGB"
+# 16-bit grey -> 8 bits is v / 257 rounded (65535 -> 255); clipping to 0..255 would keep 128 and
+# turn 300 and 32768 into 255
+GREY16 = [65535, 32768, 65400, 300, 257, 128, 0]
+GREY16_AS_8_BIT = [255, 128, 254, 1, 1, 0, 0]
+
+
+def test_convert_mode_scales_16_bit_and_keeps_palette_colours(tmp_path):
+    little = Image.fromarray(np.array([GREY16], dtype=np.uint16))
+    big = Image.frombytes("I;16B", (len(GREY16), 1), np.array(GREY16, dtype=">u2").tobytes())
+    for image in (little, big):
+        assert image.mode in ("I;16", "I;16B") and list(image.getdata()) == GREY16
+        rgb = np.asarray(convert_mode(image, "RGB"))
+        assert rgb.dtype == np.uint8 and rgb.shape == (1, len(GREY16), 3)
+        assert all(rgb[0, :, c].tolist() == GREY16_AS_8_BIT for c in range(3)), (image.mode, rgb[0].tolist())
+        assert np.asarray(convert_mode(image, "L"))[0].tolist() == GREY16_AS_8_BIT
+    # a 16-bit PNG file, decoded the way the image folders decode it (TorchCodec for RGB, PIL for L)
+    path = tmp_path / "grey16.png"
+    little.save(path)
+    assert decode_file(str(path), "RGB").tolist() == [[GREY16_AS_8_BIT]] * 3
+    assert decode_file(str(path), "L").tolist() == [[GREY16_AS_8_BIT]]
+    # palette with transparency: every pixel is its palette entry (looked up by hand), alpha dropped
+    palette = _image("P", 1)
+    lookup = np.array(palette.getpalette(), dtype=np.uint8).reshape(-1, 3)[np.asarray(palette)]
+    assert np.array_equal(np.asarray(convert_mode(palette, "RGB")), lookup)
     assert convert_mode(_image("CMYK", 1), "L").mode == "L"
 
 

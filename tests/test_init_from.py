@@ -1,4 +1,4 @@
-"""Fine-tuning from a switchable checkpoint (``model.init_from``): what is kept, what is refused."""
+"""Fine-tuning from a switchable checkpoint (``model.init.ckpt``): what is kept, what is refused."""
 
 import logging
 
@@ -112,7 +112,7 @@ def test_other_resolutions_build_bn_sets_from_the_checkpoints(tmp_path):
     path = write_checkpoint(tmp_path / "src.ckpt", "rsnet")
     _, source, _ = rebuild_from_checkpoint(load_checkpoint(path))
     target = target_net("rsnet", resolutions=(16, 14, 12))
-    with pytest.raises(ConfigError, match=r"^model.init_from: .*\[14\].*model.init_bn_mode=interpolate"):
+    with pytest.raises(ConfigError, match=r"^model.init.ckpt: .*\[14\].*model.init.bn_mode=interpolate"):
         init_from_checkpoint(target, path, "rsnet")
     assert init_from_checkpoint(target, path, "rsnet", bn_mode="interpolate")["remapped_bn"] > 0
     configs = [(16, 1.0, None), (14, 1.0, "interpolate"), (12, 1.0, None)]
@@ -158,32 +158,32 @@ def test_what_does_not_fit_is_refused_in_one_line(tmp_path, source, target, matc
     net = target_net(t_method, resolutions, method_kwargs=t_kwargs, model=t_model, model_kwargs=t_model_kwargs)
     with pytest.raises(ConfigError, match=match) as err:
         init_from_checkpoint(net, path, t_method, bn_mode="nearest")
-    assert "\n" not in str(err.value) and str(err.value).startswith("model.init_from: ")
+    assert "\n" not in str(err.value) and str(err.value).startswith("model.init.ckpt: ")
 
 
 def test_bad_files_and_channel_counts_are_refused(tmp_path):
     net = target_net("rsnet")
-    with pytest.raises(CheckpointError, match=r"^model.init_from: no file"):
+    with pytest.raises(CheckpointError, match=r"^model.init.ckpt: no file"):
         init_from_checkpoint(net, tmp_path / "missing.ckpt", "rsnet")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"^model.init_from: .* truncated or not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"^model.init.ckpt: .* truncated or not a checkpoint"):
         init_from_checkpoint(net, tmp_path / "junk.ckpt", "rsnet")
     path = write_checkpoint(tmp_path / "src.ckpt", "rsnet")
     grey = build_method_and_net("rsnet", [16, 12], "resnet20", 10, in_channels=1, model_kwargs=SMALL)[1]
     with pytest.raises(ConfigError, match=r"3-channel images, this data set has 1"):
         init_from_checkpoint(grey, path, "rsnet")
-    with pytest.raises(ConfigError, match=r"^model.init_bn_mode: unknown"):
+    with pytest.raises(ConfigError, match=r"^model.init.bn_mode: unknown"):
         init_from_checkpoint(net, path, "rsnet", bn_mode="closest")
 
 
 def test_train_fine_tunes_from_a_checkpoint(tmp_path, caplog):
-    """``python -m resnet_switch.train model.init_from=CKPT``: a new run (epoch 0, fresh optimizer)
+    """``python -m resnet_switch.train model.init.ckpt=CKPT``: a new run (epoch 0, fresh optimizer)
     on a new class count, with any method of the same layer family."""
     path = write_checkpoint(tmp_path / "src.ckpt", "rsnet")
     with caplog.at_level(logging.INFO, logger="resnet_switch.training.init_from"):
-        train(tiny_cfg(tmp_path / "run", "method=parallel", f"model.init_from={path}", "data.synthetic.num_classes=6"))
+        train(tiny_cfg(tmp_path / "run", "method=parallel", f"model.init.ckpt={path}", "data.synthetic.num_classes=6"))
     assert "init_from: classifier fc replaced (10 -> 6 classes)" in caplog.text
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert ckpt["epoch"] == 0 and ckpt["resnet_switch"]["run"]["model"]["init_from"] == str(path)
+    assert ckpt["epoch"] == 0 and ckpt["resnet_switch"]["run"]["model"]["init"]["ckpt"] == str(path)
     with pytest.raises(ConfigError, match=r"^model.pretrained: give either"):
-        train(tiny_cfg(tmp_path / "run2", f"model.init_from={path}", f"model.pretrained={path}"))
+        train(tiny_cfg(tmp_path / "run2", f"model.init.ckpt={path}", f"model.pretrained={path}"))

@@ -45,7 +45,7 @@ def test_registered_and_net_built_with_slimmable_layers():
 def test_sandwich_step_order_losses_and_no_optimizer_step():
     method, net, batch = setup("mutualnet", width_range=[0.25, 1.0], n_random=2, seed=1)
     twin = build_method("mutualnet", RES, width_range=[0.25, 1.0], n_random=2, seed=1)
-    expected = twin.sample_configs()
+    expected = twin.step_configs()
     before = [p.detach().clone() for p in net.parameters()]
     out, seen, backwards = run_step(method, net, batch)
     configs = [c for c, _ in seen]
@@ -85,16 +85,16 @@ def test_width_draws_reproducible_from_seed_and_resumable():
     a = build_method("mutualnet", RES, seed=7)
     b = build_method("mutualnet", RES, seed=7)
     c = build_method("mutualnet", RES, seed=8)
-    seq_a = [a.sample_configs() for _ in range(5)]
-    assert seq_a == [b.sample_configs() for _ in range(5)]
-    assert seq_a != [c.sample_configs() for _ in range(5)]
+    seq_a = [a.step_configs() for _ in range(5)]
+    assert seq_a == [b.step_configs() for _ in range(5)]
+    assert seq_a != [c.step_configs() for _ in range(5)]
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)  # mid-run checkpoint
-    continued = [a.sample_configs() for _ in range(3)]
+    continued = [a.step_configs() for _ in range(3)]
     resumed = build_method("mutualnet", RES, seed=0)
     buffer.seek(0)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
-    assert [resumed.sample_configs() for _ in range(3)] == continued
+    assert [resumed.step_configs() for _ in range(3)] == continued
 
 
 @pytest.mark.parametrize("bad", [[0.0, 1.0], [0.5, 0.5], [0.8, 0.3], [0.25, 1.5], [0.25]])

@@ -11,7 +11,7 @@ from resnet_switch.deploy.runtime import SwitchableClassifier
 from resnet_switch.evaluation import query_table as qt
 from resnet_switch.layers.scale_conv import ScaleConv2d
 from resnet_switch.models.switchable import SwitchableNet
-from resnet_switch.switch import SubnetConfig
+from resnet_switch.switch import BN_MODES, INFERENCE_MODES, SubnetConfig
 
 from .ckpt_factory import MEAN, STD, write_method_checkpoints
 
@@ -91,8 +91,24 @@ def test_san_generates_kernels_once_per_configuration(ckpts, monkeypatch):
         clf(torch.randn(1, 3, r, r))
     assert len(calls) == generated  # cached per configuration: nothing regenerated
     assert torch.equal(clf(x), first)
-    expected = conv.meta(conv.scale * 12 / 32)
-    assert torch.equal(conv._kernel_cache[12][1], expected)
+    with torch.no_grad():
+        cached = conv.kernel()  # the active (12 px) kernel: a cache hit
+    assert len(calls) == generated
+    assert torch.equal(cached, conv.meta(conv.scale * 12 / 32))
+    conv.reset_cache()
+    with torch.no_grad():
+        conv.kernel()
+    assert len(calls) == generated + 2  # regenerated after the public reset (the reference above is one call)
+
+
+@pytest.mark.parametrize("name", BN_MODES)
+def test_bn_mode_runs_with_its_inference_mode(ckpts, name):
+    """The runtime takes the state's BN mode and scale encoding from the one table of inference modes;
+    training resolutions always use their own BN set."""
+    clf = SwitchableClassifier.from_checkpoint(ckpts["san"], device="cpu", bn_mode=name)
+    assert clf.net.state.scale_encoding == INFERENCE_MODES[name].scale_encoding
+    assert clf.state_bn_mode(SubnetConfig(14)) == INFERENCE_MODES[name].bn_mode
+    assert clf.state_bn_mode(SubnetConfig(16)) == "nearest"
 
 
 def test_mutualnet_uses_stored_statistics_and_calibrate_adds_more(ckpts):

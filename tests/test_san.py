@@ -256,19 +256,20 @@ def test_proxy_and_ideal_encodings():
     conv.eval()
     for r in RES:  # training resolutions: proxy == ideal
         state.activate(SubnetConfig(r))
-        state.scale_encoding = "nearest"
+        state.set_scale_encoding("nearest")
         proxy = conv(torch.randn(1, 4, r, r).fill_(1.0))
-        state.scale_encoding = "exact"
+        state.set_scale_encoding("exact")
         assert torch.equal(proxy, conv(torch.ones(1, 4, r, r)))
     state.activate(SubnetConfig(30))  # unseen: nearest is 32
-    state.scale_encoding = "nearest"
+    state.set_scale_encoding("nearest")
     assert encoding_resolution(state) == 32 and conv.encoding() == pytest.approx(0.1)
     proxy = conv(x)
-    state.scale_encoding = "exact"
+    state.set_scale_encoding("exact")
     assert encoding_resolution(state) == 30 and conv.encoding() == pytest.approx(0.1 * 30 / 32)
     assert not torch.allclose(proxy, conv(x))
-    del state.scale_encoding  # default: exact
-    assert encoding_resolution(state) == 30
+    fresh = SwitchState(state.train_resolutions)  # default: exact
+    fresh.activate(SubnetConfig(30))
+    assert fresh.scale_encoding == "exact" and encoding_resolution(fresh) == 30
 
 
 # ---- eval-time cache ---------------------------------------------------------------------------
@@ -445,7 +446,7 @@ def test_materialised_model_equals_switchable(name, roles):
     _train_bn_sets(net)
     for r, encoding, bn_mode in [(32, "nearest", "nearest"), (24, "exact", "nearest"), (16, "nearest", "nearest"),
                                  (28, "nearest", "nearest"), (20, "exact", "interpolate")]:
-        net.state.scale_encoding = encoding
+        net.state.set_scale_encoding(encoding)
         cfg = SubnetConfig(r)
         x = torch.randn(2, 3, r, r)
         plain = net.materialize(cfg, bn_mode=bn_mode)

@@ -7,7 +7,17 @@ from torch import nn
 from resnet_switch.layers.calibration import calibrate_bn
 from resnet_switch.layers.private_bn import PrivateBatchNorm2d
 from resnet_switch.models.switchable import SwitchableNet
-from resnet_switch.switch import SubnetConfig, SwitchState, check_resolutions, interpolation_blend
+from resnet_switch.switch import (
+    BN_MODES,
+    INFERENCE_MODES,
+    SCALE_ENCODINGS,
+    STATE_BN_MODES,
+    SubnetConfig,
+    SwitchState,
+    check_resolutions,
+    inference_mode,
+    interpolation_blend,
+)
 
 RES = (224, 192, 160, 128, 96)
 
@@ -127,3 +137,61 @@ def test_calibration_with_too_few_images_fails_clearly():
     net, _ = _bn_net(resolutions=(32, 16), channels=2)
     with pytest.raises(ValueError, match="num_samples"):
         calibrate_bn(net, iter([torch.randn(4, 2, 8, 8)]), SubnetConfig(8), num_samples=10)
+
+
+# ---- the state's declared fields and the table of inference modes ----------------------------
+def test_switch_state_declares_its_fields_with_defaults():
+    state = SwitchState((32, 16), widths=(0.5, 1.0))
+    assert state.train_resolutions == (32, 16) and state.widths == (1.0, 0.5)
+    assert state.config == SubnetConfig(32, 1.0)
+    assert (state.bn_mode, state.scale_encoding, state.calibrating) == ("nearest", "exact", False)
+    for name in ("bn_mode", "scale_encoding", "calibrating", "config", "version", "train_resolutions"):
+        with pytest.raises(AttributeError):
+            setattr(state, name, getattr(state, name))  # read-only: changed through methods only
+    with pytest.raises(AttributeError):
+        state.undeclared = 1  # no field beyond the declared ones
+
+
+def test_scale_encoding_and_calibrating_change_only_through_methods():
+    state = SwitchState((32, 16))
+    version = state.version
+    state.set_scale_encoding("nearest")
+    assert state.scale_encoding == "nearest" and state.version == version + 1
+    with pytest.raises(ValueError, match=r"^scale_encoding: unknown 'proxy'; choose one of \['exact', 'nearest'\]$"):
+        state.set_scale_encoding("proxy")
+    assert state.scale_encoding == "nearest"
+    with pytest.raises(RuntimeError), state.collecting_statistics():
+        assert state.calibrating
+        raise RuntimeError("a failing calibration batch")
+    assert not state.calibrating  # restored even on error
+    with pytest.raises(ValueError, match=r"^bn_mode: unknown 'calibrate'; choose one of"):
+        state.activate(SubnetConfig(24), bn_mode="calibrate")  # a user-facing name, not a state mode
+
+
+def test_inference_modes_table():
+    """Each user-facing bn_mode -> (state BN mode, SAN scale encoding, recalibrated first), as the
+    papers define them: RS-Net sec. 4.3 (interpolate), SAN eq. 5 (ideal) and eq. 6 (proxy)."""
+    assert BN_MODES == ("nearest", "interpolate", "calibrate", "proxy", "ideal")
+    expected = {"nearest": ("nearest", "nearest", False), "interpolate": ("interpolate", "nearest", False),
+                "calibrate": ("calibrated", "nearest", True), "proxy": ("nearest", "nearest", False),
+                "ideal": ("calibrated", "exact", True)}
+    got = {name: (m.bn_mode, m.scale_encoding, m.recalibrates) for name, m in INFERENCE_MODES.items()}
+    assert got == expected
+    assert {m.bn_mode for m in INFERENCE_MODES.values()} == set(STATE_BN_MODES)
+    assert {m.scale_encoding for m in INFERENCE_MODES.values()} == set(SCALE_ENCODINGS)
+    assert inference_mode("proxy") is INFERENCE_MODES["proxy"]
+    with pytest.raises(ValueError, match=r"^bn_mode: unknown 'calibrated'; choose one of \['nearest', "):
+        inference_mode("calibrated")
+
+
+def test_one_definition_of_the_bn_modes():
+    """evaluate, export and the runtime take the names from switch.INFERENCE_MODES: no copy of the list."""
+    import inspect
+
+    import resnet_switch.deploy.export as export
+    import resnet_switch.deploy.runtime as runtime
+    import resnet_switch.evaluate as evaluate
+
+    for module in (export, runtime, evaluate):
+        source = inspect.getsource(module)
+        assert '"calibrate", "proxy"' not in source and "scale_encoding =" not in source, module.__name__

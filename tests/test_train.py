@@ -4,7 +4,9 @@ import csv
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import (
     CheckpointError,
@@ -16,10 +18,19 @@ from resnet_switch.training.checkpointing import (
 from .helpers import tiny_cfg
 
 
+class KeepTrainedModule(Callback):
+    """Keeps the LightningModule of each fit as it is in memory after training."""
+
+    modules: list = []
+
+    def on_train_end(self, trainer, pl_module):
+        KeepTrainedModule.modules.append(pl_module)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
-    metrics = train(tiny_cfg(run_dir, "trainer.max_epochs=2"))
+    metrics = train(tiny_cfg(run_dir, "trainer.max_epochs=2", "+callbacks.keep._target_=tests.test_train.KeepTrainedModule"))
     return run_dir, metrics
 
 
@@ -70,11 +81,19 @@ def test_checkpoint_carries_everything_to_rebuild(trained):
     assert meta["method"]["name"] == "rsnet" and meta["method"]["kwargs"]["distill"] == "full"
     assert meta["net"]["name"] == "resnet20" and meta["net"]["resolutions"] == [16, 12]
     assert meta["net"]["widths"] == [1.0] and meta["net"]["base_width"] == 4
-    method, net, _ = rebuild_from_checkpoint(ckpt)
-    state = ckpt["state_dict"]
-    torch.testing.assert_close(method.alpha, state["method.alpha"])
+    method, net, _ = rebuild_from_checkpoint(ckpt)  # from the file alone
+    module = KeepTrainedModule.modules[-1]  # the network that trained, as it is in memory
+    torch.testing.assert_close(method.alpha, module.method.alpha.detach())
     # alpha moved away from uniform (it trained) and has no weight decay group of its own to fight
     assert not torch.equal(method.alpha, torch.zeros(2))
+    module.net.eval()
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    for r in (16, 12):
+        x = torch.nn.functional.interpolate(images, size=(r, r), mode="bilinear", antialias=True)
+        with torch.no_grad(), net.switch(SubnetConfig(r)), module.net.switch(SubnetConfig(r)):
+            rebuilt, trained_logits = net(x), module.net(x)
+        assert rebuilt.shape == (4, 10)
+        torch.testing.assert_close(rebuilt, trained_logits)  # same function, not only the same alpha
 
 
 def test_resume_continues_to_the_same_weights(tmp_path):

@@ -7,7 +7,7 @@ from torch import nn
 
 from resnet_switch.evaluation.costs import count_costs
 from resnet_switch.layers.slimmable import slim_channels
-from resnet_switch.models import BACKBONES, TORCHVISION_NAMES, build_switchable, load_plain_weights
+from resnet_switch.models import build_switchable, list_backbones, load_plain_weights, torchvision_name
 from resnet_switch.switch import SubnetConfig
 
 
@@ -33,7 +33,7 @@ def test_plain_vgg16_equals_torchvision_vgg16_bn():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), rtol=0, atol=0)
-    assert TORCHVISION_NAMES["vgg16"] == "vgg16_bn" and "vgg16" in BACKBONES
+    assert torchvision_name("vgg16") == "vgg16_bn" and "vgg16" in list_backbones(torchvision=True)
 
 
 def test_vgg16_warm_start_fills_every_private_bn_set():

@@ -25,7 +25,7 @@ for seed in 1 2; do
   $PY -m resnet_switch.train task_name=transfer $COMMON $TARGET seed=$seed \
       hydra.run.dir=$OUT/scratch_s$seed > $OUT/scratch_s$seed.log 2>&1 &
   scratch=$!
-  $PY -m resnet_switch.train task_name=transfer $COMMON $TARGET seed=$seed model.init_from=$SRC \
+  $PY -m resnet_switch.train task_name=transfer $COMMON $TARGET seed=$seed model.init.ckpt=$SRC \
       hydra.run.dir=$OUT/finetune_s$seed > $OUT/finetune_s$seed.log 2>&1 &
   wait $scratch $!
 done

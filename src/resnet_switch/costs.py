@@ -6,16 +6,19 @@ MAdds, parameters, model size in bits and bit-operations (BOPs) per configuratio
 
     python -m resnet_switch.costs model=resnet18 resolutions=[224,192,160,128,96] \
         [widths=[1.0,0.75]] [num_classes=1000] [in_channels=3] [format=md|csv] \
-        [quant=lq weight_bits=2 act_bits=2]
+        [quant=lq quant.weight_bits=2 quant.act_bits=2]
+
+The quantizer settings are spelled as in ``train`` (``quant.weight_bits``); the retired ``weight_bits=``
+and ``act_bits=`` are refused with a hint.
 """
 
 from __future__ import annotations
 
 import sys
 
-from .cli.options import check_choice, parse_options, run_tool
+from .cli.options import QUANT_RENAMED, check_choice, parse_options, run_tool
 from .evaluation.costs import cost_table, human
-from .layers.quant import QUANT_KINDS, quant_spec_from_config
+from .layers.quant import QUANTIZERS, quant_spec_from_config
 from .models import BACKBONES
 
 DEFAULTS = {
@@ -25,9 +28,9 @@ DEFAULTS = {
     "num_classes": 1000,
     "in_channels": 3,
     "format": "md",
-    "quant": "none",  # none | lq
-    "weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
-    "act_bits": 2,  # quant=lq: 1..4, 32 = float activations
+    "quant": "none",  # a registered quantizer: none | lq
+    "quant.weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
+    "quant.act_bits": 2,  # quant=lq: 1..4, 32 = float activations
 }
 FORMATS = ("md", "csv")
 CSV_COLUMNS = ("resolution", "width", "madds", "params", "size_bits", "bops")
@@ -47,17 +50,17 @@ def format_markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    opts, _ = parse_options(DEFAULTS, argv)
+    opts, _ = parse_options(DEFAULTS, argv, renamed=QUANT_RENAMED)
     if opts["model"] is None:
-        raise ValueError(f"model: required; choose one of {sorted(BACKBONES)}, e.g. model=resnet18")
-    check_choice("model", opts["model"], list(BACKBONES))
+        raise ValueError(f"model: required; choose one of {BACKBONES.list()}, e.g. model=resnet18")
+    check_choice("model", opts["model"], BACKBONES.list())
     check_choice("format", opts["format"], FORMATS)
     for key in ("num_classes", "in_channels"):
         if opts[key] < 1:
             raise ValueError(f"{key}: must be a positive integer, got {opts[key]}")
-    check_choice("quant", opts["quant"], QUANT_KINDS)
-    quant = quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["weight_bits"],
-                                    "act_bits": opts["act_bits"]})
+    check_choice("quant", opts["quant"], QUANTIZERS.list())
+    quant = quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["quant.weight_bits"],
+                                    "act_bits": opts["quant.act_bits"]})
     rows = cost_table(opts["model"], opts["resolutions"], opts["widths"], opts["num_classes"],
                       opts["in_channels"], quant=quant)
     print(format_csv(rows) if opts["format"] == "csv" else format_markdown(rows))

@@ -32,10 +32,8 @@ from .evaluation.results import add_costs
 from .layers.calibration import calibratable_layers
 from .methods import Method
 from .models.switchable import SwitchableNet
-from .switch import SubnetConfig, check_resolutions
+from .switch import SubnetConfig, check_resolutions, inference_mode
 from .training.checkpointing import load_checkpoint, rebuild_from_checkpoint
-
-BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")
 
 
 def checkpoint_label(meta: dict[str, Any]) -> str:
@@ -135,11 +133,9 @@ def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: li
     (``recalibrate=true``: none), the others recalibrated on ``calibration_samples`` training images.
     Other methods: training resolutions use their own BN, unseen ones ``bn_mode`` (method default
     when null). ``extra["ensemble"]``: the method's ensemble accuracy (RS-Net) when it has one."""
-    mode = cfg.bn_mode or ("calibrate" if method.needs_calibration else method.default_bn_mode)
-    if mode not in BN_MODES:
-        raise ConfigError(f"bn_mode: unknown {mode!r}; choose one of {list(BN_MODES)}")
-    net.state.scale_encoding = "exact" if mode == "ideal" else "nearest"  # read by SAN's scale-conditioned convs
-    if method.needs_calibration and mode in ("calibrate", "ideal"):
+    mode = inference_mode(cfg.bn_mode or ("calibrate" if method.needs_calibration else method.default_bn_mode))
+    net.state.set_scale_encoding(mode.scale_encoding)  # read by SAN's scale-conditioned convs
+    if method.needs_calibration and mode.recalibrates:
         missing = list(configs) if cfg.get("recalibrate") else reuse_stored_statistics(net, configs, method.eval_configs())
         if missing:
             calibrate_configs(net, datamodule, missing, cfg.calibration_samples)
@@ -152,11 +148,10 @@ def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: li
     trained = set(net.state.train_resolutions)
     own = [c for c in configs if c.resolution in trained]
     unseen = [c for c in configs if c.resolution not in trained]
-    if mode in ("calibrate", "ideal") and unseen:
+    if mode.recalibrates and unseen:
         calibrate_configs(net, datamodule, unseen, cfg.calibration_samples)
-    state_mode = {"calibrate": "calibrated", "ideal": "calibrated", "proxy": "nearest"}.get(mode, mode)
     by_config = {}
-    for group, bn_mode, label in ((own, "nearest", "own"), (unseen, state_mode, mode)):
+    for group, bn_mode, label in ((own, "nearest", "own"), (unseen, mode.bn_mode, mode.name)):
         if group:
             ensemble = method.ensemble if group is own else None  # RS-Net: its training resolutions
             for row, config in zip(evaluate_configs(net, datamodule, group, bn_mode=bn_mode,
@@ -208,8 +203,8 @@ def resolve_test_resolutions(cfg: DictConfig, first_path: str):
 
 def check_options(cfg: DictConfig) -> None:
     """Fail on a bad option in one line before any checkpoint is read."""
-    if cfg.bn_mode is not None and cfg.bn_mode not in BN_MODES:
-        raise ConfigError(f"bn_mode: unknown {cfg.bn_mode!r}; choose one of {list(BN_MODES)}")
+    if cfg.bn_mode is not None:
+        inference_mode(cfg.bn_mode)
     if cfg.test_resolutions:
         check_resolutions(list(cfg.test_resolutions), "test_resolutions")
     check_widths(list(cfg.get("widths") or [1.0]))
@@ -328,7 +323,7 @@ def query_table_job(cfg: DictConfig) -> list[dict]:
     start = bool(cfg.get("wandb"))
     init_kwargs = {}
     if start:
-        from .train import wandb_offline
+        from .training.loggers import wandb_offline
 
         init_kwargs = {"project": cfg.wandb_project, "dir": str(run_dir), "job_type": "query_table",
                        "mode": "offline" if wandb_offline() else "online",

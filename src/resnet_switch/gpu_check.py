@@ -133,7 +133,7 @@ def run_training(case: TrainCase, workdir: Path) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
 
     from .cli.overrides import CONF_DIR
-    from .train import train
+    from .pipeline import train
 
     run_dir = workdir / case.name.replace("/", "_").replace("@", "_")
     probe = run_dir / "probe.json"

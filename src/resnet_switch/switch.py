@@ -4,15 +4,57 @@ A switchable network runs in one configuration at a time, ``SubnetConfig(resolut
 The model owns one :class:`SwitchState`; every switchable layer holds a reference to it and reads
 the active configuration from it. Switching is explicit (``state.activate(cfg)`` or the model's
 ``switch`` context manager); nothing is global and nothing is looked up by float equality.
+
+:data:`INFERENCE_MODES` is the one table of the user-facing ``bn_mode`` names (``evaluate``,
+``export``, the runtime): each maps to the state's BN mode, its scale encoding and whether BN
+statistics are recalibrated first.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-BN_MODES = ("nearest", "interpolate", "calibrated")
+STATE_BN_MODES = ("nearest", "interpolate", "calibrated")  # values of SwitchState.bn_mode
+SCALE_ENCODINGS = ("exact", "nearest")  # values of SwitchState.scale_encoding (SAN sec. 3.3)
+
+
+@dataclass(frozen=True)
+class InferenceMode:
+    """One user-facing ``bn_mode`` of ``evaluate``, ``export`` and the runtime: how a resolution the
+    network was not trained at runs (training resolutions always use their own BN set).
+
+    Attributes:
+        name: the command-line spelling.
+        bn_mode: the :class:`SwitchState` BN mode it runs with (one of :data:`STATE_BN_MODES`).
+        scale_encoding: the :class:`SwitchState` scale encoding it runs with (SAN's convs).
+        recalibrates: BN statistics are recalibrated exactly for each configuration first.
+    """
+
+    name: str
+    bn_mode: str
+    scale_encoding: str
+    recalibrates: bool
+
+
+INFERENCE_MODES: dict[str, InferenceMode] = {m.name: m for m in (
+    InferenceMode("nearest", "nearest", "nearest", False),  # the nearest training resolution's BN set
+    InferenceMode("interpolate", "interpolate", "nearest", False),  # RS-Net sec. 4.3: blend of the two neighbours
+    InferenceMode("calibrate", "calibrated", "nearest", True),  # exact statistics for the configuration
+    InferenceMode("proxy", "nearest", "nearest", False),  # SAN eq. 6: nearest BN set and scale encoding
+    InferenceMode("ideal", "calibrated", "exact", True),  # SAN eq. 5: own encoding, recalibrated BN
+)}
+BN_MODES = tuple(INFERENCE_MODES)  # the user-facing names, in the order they are listed to users
+
+
+def inference_mode(name: str, field: str = "bn_mode") -> InferenceMode:
+    """The :class:`InferenceMode` called ``name``; a one-line ``ValueError`` naming ``field`` otherwise."""
+    mode = INFERENCE_MODES.get(name) if isinstance(name, str) else None
+    if mode is None:
+        raise ValueError(f"{field}: unknown {name!r}; choose one of {list(BN_MODES)}")
+    return mode
 
 
 @dataclass(frozen=True, order=True)
@@ -81,19 +123,41 @@ class SwitchState:
             set ``k`` belongs to ``train_resolutions[k]``.
         widths: the width multipliers the network supports (``(1.0,)`` when it is not slimmable).
 
-    ``bn_mode`` decides what an unseen resolution uses: ``nearest`` training set, ``interpolate``
-    (linear between the two neighbouring sets, clamped outside the range), or ``calibrated``
-    (statistics recalibrated for that configuration). Training resolutions always use their own set.
+    Fields (read-only; changed only through the methods named):
+
+    - ``config``: the active :class:`SubnetConfig` (:meth:`activate`); ``blend``: its :class:`BNBlend`.
+    - ``bn_mode`` (:data:`STATE_BN_MODES`, default ``nearest``; :meth:`activate`): what an unseen
+      resolution uses: the ``nearest`` training set, ``interpolate`` (linear between the two
+      neighbouring sets, clamped outside the range) or ``calibrated`` (statistics recalibrated for
+      that configuration). Training resolutions always use their own set.
+    - ``scale_encoding`` (:data:`SCALE_ENCODINGS`, default ``exact``; :meth:`set_scale_encoding`):
+      which encoding SAN's convs use at an unseen resolution: its own (``exact``, ideal inference)
+      or the nearest training resolution's (``nearest``, proxy inference).
+    - ``calibrating`` (default ``False``; :meth:`collecting_statistics`): BN layers accumulate exact
+      statistics instead of normalising with stored ones (:mod:`resnet_switch.layers.calibration`).
+    - ``version``: bumped whenever any of the above changes what the layers compute.
     """
 
+    __slots__ = ("_train_resolutions", "_widths", "_bn_mode", "_scale_encoding", "_calibrating", "_config",
+                 "_blend", "_version")
+
     def __init__(self, train_resolutions: Sequence[int], widths: Sequence[float] = (1.0,)):
-        self.train_resolutions = check_resolutions(train_resolutions, "train_resolutions")
-        self.widths = tuple(sorted({round(float(w), 6) for w in widths}, reverse=True))
-        self.bn_mode = "nearest"
-        self._config = SubnetConfig(self.train_resolutions[0], self.widths[0])
+        self._train_resolutions = check_resolutions(train_resolutions, "train_resolutions")
+        self._widths = tuple(sorted({round(float(w), 6) for w in widths}, reverse=True))
+        self._bn_mode = "nearest"
+        self._scale_encoding = "exact"
+        self._calibrating = False
+        self._config = SubnetConfig(self._train_resolutions[0], self._widths[0])
         self._blend = self._compute_blend()
-        self.version = 0  # bumped on every switch; layers may key caches on it
-        self.calibrating = False  # BN layers accumulate exact statistics (see layers.calibration)
+        self._version = 0
+
+    @property
+    def train_resolutions(self) -> tuple[int, ...]:
+        return self._train_resolutions
+
+    @property
+    def widths(self) -> tuple[float, ...]:
+        return self._widths
 
     @property
     def config(self) -> SubnetConfig:
@@ -103,41 +167,77 @@ class SwitchState:
     def blend(self) -> BNBlend:
         return self._blend
 
+    @property
+    def bn_mode(self) -> str:
+        return self._bn_mode
+
+    @property
+    def scale_encoding(self) -> str:
+        return self._scale_encoding
+
+    @property
+    def calibrating(self) -> bool:
+        return self._calibrating
+
+    @property
+    def version(self) -> int:
+        return self._version
+
     def activate(self, config: SubnetConfig, bn_mode: str | None = None) -> None:
         """Make ``config`` the active configuration (optionally changing ``bn_mode``)."""
         if bn_mode is not None:
-            if bn_mode not in BN_MODES:
-                raise ValueError(f"bn_mode: unknown {bn_mode!r}; choose one of {list(BN_MODES)}")
-            self.bn_mode = bn_mode
+            if bn_mode not in STATE_BN_MODES:
+                raise ValueError(f"bn_mode: unknown {bn_mode!r}; choose one of {list(STATE_BN_MODES)}")
+            self._bn_mode = bn_mode
         if config != self._config or bn_mode is not None:
             self._config = config
             self._blend = self._compute_blend()
-            self.version += 1
+            self._version += 1
+
+    def set_scale_encoding(self, scale_encoding: str) -> None:
+        """Choose SAN's scale encoding for unseen resolutions (one of :data:`SCALE_ENCODINGS`)."""
+        if scale_encoding not in SCALE_ENCODINGS:
+            raise ValueError(f"scale_encoding: unknown {scale_encoding!r}; choose one of {list(SCALE_ENCODINGS)}")
+        if scale_encoding != self._scale_encoding:
+            self._scale_encoding = scale_encoding
+            self._version += 1
+
+    @contextmanager
+    def collecting_statistics(self) -> Iterator[SwitchState]:
+        """Within the block ``calibrating`` is ``True`` (BN layers accumulate exact statistics)."""
+        previous = self._calibrating
+        self._calibrating = True
+        self._version += 1
+        try:
+            yield self
+        finally:
+            self._calibrating = previous
+            self._version += 1
 
     def train_index(self, resolution: int) -> int | None:
         """Index of ``resolution`` among the training resolutions, or ``None``."""
         try:
-            return self.train_resolutions.index(resolution)
+            return self._train_resolutions.index(resolution)
         except ValueError:
             return None
 
     def nearest_index(self, resolution: int) -> int:
         """Index of the training resolution closest to ``resolution`` (ties: the larger one)."""
         return min(
-            range(len(self.train_resolutions)),
-            key=lambda k: (abs(self.train_resolutions[k] - resolution), k),
+            range(len(self._train_resolutions)),
+            key=lambda k: (abs(self._train_resolutions[k] - resolution), k),
         )
 
     def _compute_blend(self) -> BNBlend:
         r = self._config.resolution
         own = self.train_index(r)
-        if self.bn_mode == "calibrated":
+        if self._bn_mode == "calibrated":
             return BNBlend((own if own is not None else self.nearest_index(r),), (1.0,), True)
         if own is not None:
             return BNBlend((own,), (1.0,))
-        if self.bn_mode == "nearest":
+        if self._bn_mode == "nearest":
             return BNBlend((self.nearest_index(r),), (1.0,))
-        return interpolation_blend(self.train_resolutions, r)
+        return interpolation_blend(self._train_resolutions, r)
 
 
 def interpolation_blend(train_resolutions: Sequence[int], resolution: int) -> BNBlend:

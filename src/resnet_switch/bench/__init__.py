@@ -28,9 +28,10 @@ The LAST line of stdout is one JSON object; human lines come before it. Tasks (`
 ``train_step`` and ``memory`` run every contender with the same ``precision`` (32 | bf16-mixed |
 16-mixed: autocast, fp16 with a gradient scaler) and ``memory_format`` (contiguous | channels_last).
 
-``infer``, ``data`` and ``loader`` take their own options (``DEFAULTS`` of their modules). For ``train_step`` and
-``memory``, keys that are not bench options are passed to ``method`` as keyword arguments (e.g. MutualNet's
-``width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
+``infer``, ``data`` and ``loader`` take their own options (``DEFAULTS`` of their modules). ``train_step`` and
+``memory`` spell the settings they share with ``train`` as ``train`` does: ``quant=lq quant.weight_bits=2
+quant.act_bits=2``, and ``method.<argument>=value`` for an argument of ``method`` (e.g. MutualNet's
+``method.width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..cli.options import check_choice, parse_options
+from ..cli.options import QUANT_RENAMED, check_choice, parse_options
 from . import data as bench_data
 from . import infer as bench_infer
 from . import loader as bench_loader
@@ -63,20 +64,20 @@ def main(argv: list[str]) -> None:
     task = check_choice("task", argv[0], list(TASKS))
     if task in OWN_OPTIONS:
         return run_own_options_task(task, argv[1:])
-    opts, extra = parse_options(DEFAULTS, argv[1:], allow_extra=True)
+    opts, extra = parse_options(DEFAULTS, argv[1:], allow_extra=True, renamed=QUANT_RENAMED)
     try:
-        check_options(opts, extra)
+        method_kwargs = check_options(opts, extra)
     except RuntimeError as err:  # torch.device("nonsense")
         raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
     torch.set_num_threads(opts["threads"])  # contenders run in child processes with their own settings
     result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
               "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"],
               "precision": opts["precision"], "memory_format": opts["memory_format"]}
-    if extra:
-        result["method_kwargs"] = extra
+    if method_kwargs:
+        result["method_kwargs"] = method_kwargs
     if opts["compare_method"]:
         result["compare_method"] = opts["compare_method"]
-    result.update(TASKS[task](opts, extra))
+    result.update(TASKS[task](opts, method_kwargs))
     print(json.dumps(result), flush=True)
 
 

@@ -39,7 +39,7 @@ from ..evaluation.costs import count_costs
 from ..layers.calibration import calibrate_bn
 from ..methods import METHODS
 from ..methods.build import build_method_and_net
-from ..models import TORCHVISION_NAMES, build_switchable
+from ..models import build_switchable, list_backbones, torchvision_name
 from ..switch import SubnetConfig, check_resolutions
 from ..training.checkpointing import make_checkpoint
 
@@ -61,10 +61,10 @@ DEFAULTS: dict[str, Any] = {
 def check_options(opts: dict[str, Any]) -> None:
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
     for name in opts["models"]:
-        check_choice("models", name, list(TORCHVISION_NAMES))
+        check_choice("models", name, list_backbones(torchvision=True))
     for name in opts["switch_methods"]:
-        check_choice("switch_methods", name, list(METHODS))
-    check_choice("switch_model", opts["switch_model"], list(TORCHVISION_NAMES) + ["resnet20", "mobilenetv1"])
+        check_choice("switch_methods", name, METHODS.list())
+    check_choice("switch_model", opts["switch_model"], list_backbones(torchvision=True) + ["resnet20", "mobilenetv1"])
     for key, low in (("batch_size", 1), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0),
                      ("switches", 1)):
         if opts[key] < low:
@@ -109,7 +109,7 @@ def latency_rows(name: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     device = torch.device(opts["device"])
     torch.manual_seed(0)
     net = build_switchable(name, opts["resolutions"], layers="private_bn", num_classes=opts["num_classes"])
-    reference = getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=opts["num_classes"])
+    reference = getattr(torchvision.models, torchvision_name(name))(num_classes=opts["num_classes"])
     rows = []
     for r in opts["resolutions"]:
         config = SubnetConfig(r)

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ..cli.options import check_choice
+from ..cli.options import check_choice, renamed_option, spell_value, unknown_option
 from ..data.multires import MultiResBatch
-from ..layers.quant import QUANT_KINDS, quant_spec_from_config
+from ..layers.quant import QUANTIZERS, quant_spec_from_config
 from ..methods import METHODS, build_method
 from ..methods.build import build_method_and_net, check_quant_method
-from ..models import BACKBONES, TORCHVISION_NAMES, build_switchable
+from ..models import BACKBONES, build_switchable, torchvision_name
 from ..switch import check_resolutions
 from ..training.allocator import keep_freed_memory
 from ..training.speed import MEMORY_FORMATS, use_channels_last
@@ -48,9 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "memory_format": "contiguous",  # channels_last: every contender's weights and input images NHWC
     "baseline_tuned": True,  # train_step: also time the plain model with the framework's process settings
     "quant": "none",  # lq: ``method`` runs LQ-quantized, and a ``float`` contender (same method, float) is timed too
-    "weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
-    "act_bits": 2,  # quant=lq: 1..4, 32 = float activations
+    "quant.weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
+    "quant.act_bits": 2,  # quant=lq: 1..4, 32 = float activations
 }
+METHOD_PREFIX = "method."  # ``method.<argument>=value``: an argument of ``method``, as train spells it
 # trainer.precision names -> autocast dtype (None: no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16,
                                              "16-mixed": torch.float16}
@@ -125,8 +126,8 @@ def make_data(opts: dict, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 def quant_spec(opts: dict) -> dict | None:
     """The net spec's ``quant`` from the bench options (``None`` for ``quant=none``)."""
-    return quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["weight_bits"],
-                                   "act_bits": opts["act_bits"]})
+    return quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["quant.weight_bits"],
+                                   "act_bits": opts["quant.act_bits"]})
 
 
 def grad_scaler(opts: dict, device: torch.device) -> torch.amp.GradScaler | None:
@@ -156,8 +157,8 @@ def method_step(method_name: str, method_kwargs: dict, opts: dict, images, targe
 def baseline_model(opts: dict) -> nn.Module:
     """``torchvision.models.<name>`` when the backbone has one, else our backbone with plain layers."""
     name = opts["model"]
-    if name in TORCHVISION_NAMES:
-        return getattr(torchvision.models, TORCHVISION_NAMES[name])(num_classes=opts["num_classes"])
+    if torchvision_name(name) is not None:
+        return getattr(torchvision.models, torchvision_name(name))(num_classes=opts["num_classes"])
     return build_switchable(name, opts["resolutions"], layers="plain", num_classes=opts["num_classes"]).net
 
 
@@ -279,7 +280,7 @@ def train_step_task(opts: dict, method_kwargs: dict) -> dict:
             job = {"role": role, "runtime": runtime, "opts": opts, "method_kwargs": method_kwargs}
             times[name] += run_child("time_child", job)["ms"]
     median = {name: statistics.median(ms) for name, ms in times.items()}
-    quantized = f"{opts['method']}, LQ w{opts['weight_bits']}a{opts['act_bits']}"
+    quantized = f"{opts['method']}, LQ w{opts['quant.weight_bits']}a{opts['quant.act_bits']}"
     labels = {"ours": quantized if opts["quant"] != "none" else opts["method"], "compare": opts["compare_method"],
               "baseline": "plain model, plain process", "baseline_tuned": "plain model, framework allocator",
               "float": f"{opts['method']}, float"}
@@ -393,20 +394,37 @@ def memory_task(opts: dict, method_kwargs: dict) -> dict:
 
 # ----------------------------------------------------------------------------- command line
 def method_options(name: str) -> list[str] | None:
-    """Keyword arguments ``METHODS[name]`` accepts besides ``resolutions`` (``None``: any)."""
-    params = list(inspect.signature(METHODS[name].__init__).parameters.values())[1:]
+    """Keyword arguments method ``name`` accepts besides ``resolutions`` (``None``: any)."""
+    params = list(inspect.signature(METHODS.get(name).__init__).parameters.values())[1:]
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return [p.name for p in params if p.name != "resolutions"
             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
 
 
-def check_options(opts: dict, extra: dict) -> None:
-    check_choice("method", opts["method"], list(METHODS))
+def method_arguments(opts: dict, extra: dict) -> dict:
+    """The ``method.<argument>=value`` options as ``method``'s keyword arguments; a bare argument name
+    (the retired spelling) is refused with train's spelling, any other key as unknown."""
+    valid = method_options(opts["method"])
+    kwargs = {}
+    for key, value in extra.items():
+        argument = key[len(METHOD_PREFIX):] if key.startswith(METHOD_PREFIX) else None
+        if argument is None and (valid is None or key in valid):
+            raise renamed_option(key, METHOD_PREFIX + key, spell_value(value))
+        if argument is None or (valid is not None and argument not in valid):
+            takes = ", ".join(METHOD_PREFIX + v for v in valid) or "nothing"
+            raise ValueError(f"{unknown_option(key, list(DEFAULTS))}; method={opts['method']} also takes: {takes}")
+        kwargs[argument] = value
+    return kwargs
+
+
+def check_options(opts: dict, extra: dict) -> dict:
+    """One-line errors for bad options; returns ``method``'s keyword arguments (from ``method.*`` keys)."""
+    check_choice("method", opts["method"], METHODS.list())
     if opts["compare_method"] is not None:
-        check_choice("compare_method", opts["compare_method"], list(METHODS))
-    check_choice("model", opts["model"], list(BACKBONES))
-    check_choice("quant", opts["quant"], list(QUANT_KINDS))
+        check_choice("compare_method", opts["compare_method"], METHODS.list())
+    check_choice("model", opts["model"], BACKBONES.list())
+    check_choice("quant", opts["quant"], QUANTIZERS.list())
     check_choice("precision", opts["precision"], list(PRECISIONS))
     check_choice("memory_format", opts["memory_format"], list(MEMORY_FORMATS))
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
@@ -414,16 +432,13 @@ def check_options(opts: dict, extra: dict) -> None:
         if opts[key] < low:
             hint = " (BatchNorm needs more than one sample)" if key == "batch_size" else ""
             raise ValueError(f"{key}: must be >= {low}{hint}, got {opts[key]}")
-    valid = method_options(opts["method"])
-    for key in extra:
-        if valid is not None and key not in valid:
-            raise ValueError(f"{key}: unknown option; valid: {', '.join(DEFAULTS)}; "
-                             f"method={opts['method']} also takes: {', '.join(valid) or 'nothing'}")
+    method_kwargs = method_arguments(opts, extra)
     quant = quant_spec(opts)  # bits in range
     if quant is not None:  # methods whose layers cannot be quantized: refused before any child starts
-        check_quant_method(build_method(opts["method"], opts["resolutions"], **extra), quant)
+        check_quant_method(build_method(opts["method"], opts["resolutions"], **method_kwargs), quant)
     if opts["device"] == "auto":
         opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(opts["device"])  # raises a one-line RuntimeError for nonsense; wrap below
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda is not available on this machine; use device=cpu")
+    return method_kwargs

@@ -1,9 +1,12 @@
-"""``key=value`` command lines for the small tools (``costs``, ``bench``).
+"""``key=value`` command lines for the small tools (``costs``, ``bench``, ``export``, ``convert``).
 
-``parse_options(defaults, argv)`` reads ``sys.argv``-style tokens with OmegaConf's CLI grammar
-(``resolutions=[224,192]``, ``widths=[1.0,0.75]``, ``format=csv``), merges them over ``defaults`` and
-checks each value against its default's type. ``run_tool(main)`` turns our ``ValueError`` (one line
-naming the field and the fix) into ``error: <message>`` on stderr and exit code 2, no traceback.
+``parse_options(defaults, argv)`` reads ``sys.argv``-style tokens with OmegaConf's CLI grammar for the
+values (``resolutions=[224,192]``, ``widths=[1.0,0.75]``, ``format=csv``), merges them over ``defaults``
+and checks each value against its default's type. Keys are taken verbatim, so a tool spells a setting
+it shares with ``train`` the way ``train`` does (``quant=lq quant.weight_bits=2``, ``method.width_range=...``);
+``renamed`` maps a retired spelling to train's, refused with a one-line hint. ``run_tool(main)`` turns
+our ``ValueError`` (one line naming the field and the fix) into ``error: <message>`` on stderr and exit
+code 2, no traceback.
 """
 
 from __future__ import annotations
@@ -20,24 +23,32 @@ def unknown_option(key: str, valid: Sequence[str]) -> ValueError:
     return ValueError(f"{key}: unknown option; valid: {', '.join(valid)}")
 
 
-def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *,
-                  allow_extra: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+# the quantizer settings, spelled as in train's ``quant`` group: retired spelling -> train's
+QUANT_RENAMED = {"weight_bits": "quant.weight_bits", "act_bits": "quant.act_bits"}
+
+
+def renamed_option(key: str, new_key: str, value: str) -> ValueError:
+    """``key`` is spelled ``new_key`` now, as ``train`` spells it."""
+    return ValueError(f"{key}: use {new_key}={value} (as in train)")
+
+
+def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *, allow_extra: bool = False,
+                  renamed: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Merge ``key=value`` tokens over ``defaults``.
 
-    Returns ``(options, extra)``: ``options`` has exactly the keys of ``defaults``; ``extra`` holds
-    keys not in ``defaults`` (only when ``allow_extra``; otherwise an unknown key is an error).
+    Keys are verbatim (``quant.weight_bits`` is one key, not a nested one). Returns ``(options, extra)``:
+    ``options`` has exactly the keys of ``defaults``; ``extra`` holds keys not in ``defaults`` (only when
+    ``allow_extra``; otherwise an unknown key is an error). ``renamed``: retired key -> its spelling now;
+    a retired key is refused with ``<key>: use <new key>=<value> (as in train)``.
     """
     given: dict[str, Any] = {}
     for token in argv:
         key, sep, value = token.partition("=")
         if not sep or not key:
             raise ValueError(f"{token}: expected key=value, e.g. resolutions=[224,192,160]")
-        try:
-            parsed = OmegaConf.to_container(OmegaConf.from_cli([token]), resolve=True)
-        except Exception as err:  # yaml / grammar errors: report the token, not a traceback
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{key}: cannot parse {value!r} ({reason}); e.g. {key}=[224,192]") from None
-        given.update(parsed)
+        if renamed and key in renamed:
+            raise renamed_option(key, renamed[key], value)
+        given[key] = parse_value(key, value)
     extra = {k: v for k, v in given.items() if k not in defaults}
     if extra and not allow_extra:
         raise unknown_option(next(iter(extra)), list(defaults))
@@ -46,6 +57,28 @@ def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *,
         if key in given:
             options[key] = check_type(key, given[key], defaults[key])
     return options, extra
+
+
+def parse_value(key: str, value: str) -> Any:
+    """``value`` read with OmegaConf's command-line grammar (``[224,192]``, ``true``, ``null``, ``0.5``)."""
+    try:
+        return OmegaConf.to_container(OmegaConf.from_cli([f"value={value}"]), resolve=True)["value"]
+    except Exception as err:  # yaml / grammar errors: report the token, not a traceback
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{key}: cannot parse {value!r} ({reason}); e.g. {key}=[224,192]") from None
+
+
+def spell_value(value: Any) -> str:
+    """``value`` written back in the command-line grammar (``[0.7,1.0]``, ``true``, ``null``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(spell_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{spell_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def check_type(key: str, value: Any, default: Any) -> Any:

@@ -61,6 +61,25 @@ def parse_hydra_args(argv: Sequence[str]) -> HydraArgs:
     return HydraArgs(overrides, flags, dirs)
 
 
+# retired train spellings -> (the key now, what its value is); refused with a one-line hint
+RENAMED_KEYS = {
+    "model.init_from": ("model.init.ckpt", "PATH"),
+    "model.init_bn_mode": ("model.init.bn_mode", "nearest|interpolate"),
+    "model.init_classifier": ("model.init.classifier", "auto|replace"),
+    "model.san_meta_roles": ("method.meta_roles", "auto|all|[body,shortcut]"),
+}
+
+
+def check_renamed(overrides: Sequence[str]) -> None:
+    """``model.init_from=...`` and the other retired keys of :data:`RENAMED_KEYS` -> one-line
+    :class:`ConfigError` naming the spelling to use."""
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key in RENAMED_KEYS:
+            new_key, value = RENAMED_KEYS[key]
+            raise ConfigError(f"{key}: renamed; use {new_key}={value}")
+
+
 def group_options(conf_dirs: Sequence[Path], group: str) -> list[str]:
     """Options of ``group`` over all config directories (``<dir>/<group>/<option>.yaml``)."""
     return sorted({p.stem for d in conf_dirs for p in (Path(d) / group).glob("*.yaml")})

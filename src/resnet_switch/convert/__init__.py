@@ -3,7 +3,7 @@
 ::
 
     python -m resnet_switch.convert src=FILE format=rsnets|san|mutualnet|usnet|snet model=NAME \\
-        [resolutions=[...]] [widths=[...]] [num_classes=1000] [width_mult=...] [normalize=none|imagenet] \\
+        [resolutions=[...]] [widths=[...]] [num_classes=1000] [model.width_mult=...] [normalize=none|imagenet] \\
         [out=FILE.ckpt]
 
 One module per source repository maps its state-dict layout to ours (:mod:`.rsnets`, :mod:`.san`,
@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
     #                       mutualnet: default [224,192,160,128]; usnet/snet: default [224]
     "widths": None,  # mutualnet/usnet/snet: the file's width_mult_list in its order (default: the released config's)
     "num_classes": 1000,  # classes of the file's classifier
-    "width_mult": None,  # mutualnet: the width its layers were built for (default max(1, max(widths)))
+    "model.width_mult": None,  # mutualnet: the width its layers were built for, as train's model.width_mult
+    #                            (default max(1, max(widths)))
     "normalize": None,  # none | imagenet (default: what the repository's loaders do)
     "out": None,  # default: beside src, <src name>.ckpt
 }
@@ -81,11 +82,11 @@ def check_options(opts: dict[str, Any]) -> None:
             raise ConvertError(f"widths: need a list of positive widths (the file's width_mult_list), got {widths!r}")
     if isinstance(opts["num_classes"], bool) or not isinstance(opts["num_classes"], int) or opts["num_classes"] < 1:
         raise ConvertError(f"num_classes: must be a positive integer, got {opts['num_classes']!r}")
-    wm = opts["width_mult"]
+    wm = opts["model.width_mult"]
     if wm is not None and (isinstance(wm, bool) or not isinstance(wm, (int, float)) or wm <= 0):
-        raise ConvertError(f"width_mult: must be a positive number, got {wm!r}")
+        raise ConvertError(f"model.width_mult: must be a positive number, got {wm!r}")
     if wm is not None and opts["format"] not in ("mutualnet", "usnet", "snet"):
-        raise ConvertError(f"width_mult: only for slimmable formats (mutualnet, usnet, snet), not {opts['format']}")
+        raise ConvertError(f"model.width_mult: only for slimmable formats (mutualnet, usnet, snet), not {opts['format']}")
     if opts["normalize"] is not None:
         check_choice("normalize", opts["normalize"], ("none", "imagenet"))
     if opts["out"] is not None and Path(str(opts["out"])).is_dir():
@@ -111,7 +112,7 @@ def build(state: dict, opts: dict[str, Any]):
         sizes = opts["resolutions"] or list(san.DEFAULT_SIZES)
         return (rsnets if fmt == "rsnets" else san).convert(state, model, sizes, num_classes, opts["normalize"])
     return slimmable.convert(state, fmt, model, opts["widths"], opts["resolutions"], num_classes,
-                             opts["width_mult"], opts["normalize"])
+                             opts["model.width_mult"], opts["normalize"])
 
 
 def run_meta(conv, opts: dict[str, Any], src: Path) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    opts, _ = parse_options(DEFAULTS, argv)
+    opts, _ = parse_options(DEFAULTS, argv, renamed={"width_mult": "model.width_mult"})
     result = convert(opts)
     print(report(result), flush=True)
     return result

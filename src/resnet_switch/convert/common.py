@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.calibration import CalibratedStatsMixin
+from ..layers.contracts import SwitchableLeaf
 from ..switch import SubnetConfig
 
 WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict")  # training checkpoints of the repositories
@@ -172,7 +173,7 @@ def leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module
 def is_leaf_layer(module: nn.Module) -> bool:
     if isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
         return True
-    return hasattr(module, "to_plain")  # private BN, scale-conditioned conv, per-width BN
+    return isinstance(module, SwitchableLeaf)  # private BN, scale-conditioned conv, per-width BN
 
 
 def block_leaves(features: nn.Sequential) -> list[list[tuple[str, nn.Module]]]:
@@ -189,9 +190,6 @@ def describe(fmt: str, model: str, resolutions: Sequence[int], widths: Sequence[
 
 
 # ------------------------------------------------------------------------------- our network
-METHOD_KEYS_NOT_ARGUMENTS = ("name", "crop")
-
-
 def config_defaults(group: str, name: str) -> dict[str, Any]:
     """The entries of ``conf/<group>/<name>.yaml`` (unresolved; interpolations dropped)."""
     from omegaconf import OmegaConf
@@ -199,6 +197,7 @@ def config_defaults(group: str, name: str) -> dict[str, Any]:
     from ..cli.overrides import CONF_DIR
 
     raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), resolve=False)
+    raw.pop("defaults", None)  # Hydra's composition list (e.g. model.init), not an entry
     return {k: v for k, v in raw.items() if not (isinstance(v, str) and "${" in v)}
 
 
@@ -239,10 +238,7 @@ def build_target(target: Target):
     model_cfg = {k: v for k, v in config_defaults("model", target.model).items() if k != "pretrained"}
     model_cfg.update(target.model_kwargs)
     backbone = backbone_kwargs(model_cfg)
-    method_kwargs = {k: v for k, v in config_defaults("method", target.method).items()
-                     if k not in METHOD_KEYS_NOT_ARGUMENTS}
-    if target.method == "san":
-        method_kwargs["meta_roles"] = model_cfg.get("san_meta_roles")
+    method_kwargs = {k: v for k, v in config_defaults("method", target.method).items() if k != "name"}
     method_kwargs.update(target.method_kwargs)
     method, net = build_method_and_net(target.method, target.resolutions, target.model, target.num_classes,
                                        method_kwargs=method_kwargs, model_kwargs=backbone)

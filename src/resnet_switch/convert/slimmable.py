@@ -218,7 +218,7 @@ def convert(state: dict[str, Tensor], fmt: str, model: str, widths: Sequence[flo
         raise ConvertError(f"widths: need positive widths (the file's width_mult_list), got {widths}")
     width_mult = float(width_mult) if width_mult is not None else max(1.0, float(max(widths)))
     if max(widths) > width_mult + 1e-9:
-        raise ConvertError(f"width_mult: {width_mult:g} is below the largest width {max(widths):g}; "
+        raise ConvertError(f"model.width_mult: {width_mult:g} is below the largest width {max(widths):g}; "
                            "give the largest width the network was built for")
     tgt = target(fmt, model, widths, width_mult, resolutions, num_classes, normalize)
     method, net, method_kwargs, model_cfg = build_target(tgt)

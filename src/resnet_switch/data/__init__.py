@@ -2,19 +2,23 @@
 
 from .datamodule import MultiResDataModule
 from .datasets import (
-    DATASET_NAMES,
+    DATASETS,
     DataNotFoundError,
+    DatasetEntry,
     DatasetInfo,
     DatasetMeta,
     build_dataset,
     dataset_meta,
+    list_datasets,
+    register_dataset,
 )
 from .multires import MultiResBatch, resize_images, resize_uint8, uint8_resize_applies
 from .synthetic import SyntheticScaleDataset
 
 __all__ = [
-    "DATASET_NAMES",
+    "DATASETS",
     "DataNotFoundError",
+    "DatasetEntry",
     "DatasetInfo",
     "DatasetMeta",
     "MultiResBatch",
@@ -22,6 +26,8 @@ __all__ = [
     "SyntheticScaleDataset",
     "build_dataset",
     "dataset_meta",
+    "list_datasets",
+    "register_dataset",
     "resize_images",
     "resize_uint8",
     "uint8_resize_applies",

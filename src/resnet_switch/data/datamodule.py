@@ -32,7 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..training.distributed import rank as rank_of_process
 from ..training.distributed import world_size
-from .datasets import DatasetMeta, build_dataset, check_labels, dataset_meta
+from .datasets import DatasetMeta, build_dataset, check_labels, dataset_entry, dataset_meta, list_datasets
 from .decode import DecodeCropFlip, EncodedJpeg
 from .device_decode import DeferredCollate, DeferredJpegBatch, decode_batch, device_decode_available
 from .imagefolder import BAD_IMAGE_POLICIES, DECODE_ERRORS, BadImageError, BadImageLog, convert_mode, sample_path
@@ -170,8 +170,9 @@ def check_decode(decode: str, name: str, crop: str, resize_on: str) -> bool:
         raise ValueError(f"data.decode must be 'worker' or 'device', got {decode!r}")
     if decode == "worker":
         return False
-    if name != "imagefolder":
-        raise ValueError(f"data.decode=device: only data=imagefolder reads JPEG files (data={name}); "
+    if not dataset_entry(name).image_files:
+        files = "|".join(n for n in list_datasets() if dataset_entry(n).image_files)
+        raise ValueError(f"data.decode=device: only data={files} reads JPEG files (data={name}); "
                          "use data.decode=worker")
     if crop != "single" or resize_on != "device":
         raise ValueError("data.decode=device needs data.crop=single and data.resize_on=device (one crop per "
@@ -240,7 +241,8 @@ class MultiResDataModule(L.LightningDataModule):
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop, self.resize_on, self.val_crop_ratio = crop, resize_on, float(val_crop_ratio)
         self.synthetic = dict(synthetic or {})
-        if name == "synthetic":
+        self.entry = dataset_entry(name)  # what the data set is: generated in memory or image files on disk
+        if self.entry.generated:
             train_samples = SYNTHETIC_TRAIN_SAMPLES if train_samples is None else train_samples
             val_samples = SYNTHETIC_VAL_SAMPLES if val_samples is None else val_samples
         self.train_samples, self.val_samples = train_samples, val_samples
@@ -333,8 +335,8 @@ class MultiResDataModule(L.LightningDataModule):
 
     # ---- data sets and loaders -------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Download / unpack on one process (no-op for synthetic)."""
-        if self.name != "synthetic":
+        """Download / unpack on one process (no-op for generated data sets: synthetic)."""
+        if not self.entry.generated:
             for split in ("train", "val"):
                 build_dataset(self.name, split, self.root, self.download)
 
@@ -347,16 +349,16 @@ class MultiResDataModule(L.LightningDataModule):
     def _build(self, split: str) -> Dataset:
         count = self.train_samples if split == "train" else self.val_samples
         kwargs = dict(self.synthetic)
-        if self.name == "synthetic":
+        if self.entry.generated:
             kwargs["num_samples"] = count
-        if self.name == "imagefolder" and split == "train":
+        if self.entry.image_files and split == "train":
             kwargs["lazy_decode"] = True  # the train transform decodes (fast draft path for JPEGs)
         dataset = build_dataset(self.name, split, self.root, self.download, **kwargs).dataset
         check_labels(dataset, self.num_classes, split)
         if count is not None and count < len(dataset):  # a fixed random subset, independent of `seed`
             keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
             dataset = Subset(dataset, keep.sort().values.tolist())
-        bad = BadImageLog(len(dataset), self.on_bad_image) if self.name == "imagefolder" else None
+        bad = BadImageLog(len(dataset), self.on_bad_image) if self.entry.image_files else None
         if split == "train":
             return TransformedDataset(dataset, self.train_transform(), seed=self.seed, bad_images=bad)
         return TransformedDataset(dataset, self.val_transform(), bad_images=bad)

@@ -1,8 +1,10 @@
-"""Data set registry: ``build_dataset(name, split, root, download, **kwargs) -> DatasetInfo``.
+"""Data set registry: ``data.name`` -> :class:`DatasetEntry` (builder + metadata), filled by
+:func:`register_dataset` where each builder is defined below.
 
-Items are ``(image, label)`` with ``image`` a PIL image or a uint8 ``(C, H, W)`` tensor at the data
-set's native size; the data module's worker transforms handle both. ``dataset_meta`` gives the
-metadata alone (no data loaded), so a model can be built before the data are read.
+``build_dataset(name, split, root, download, **kwargs) -> DatasetInfo``: items are ``(image, label)``
+with ``image`` a PIL image or a uint8 ``(C, H, W)`` tensor at the data set's native size; the data
+module's worker transforms handle both. ``dataset_meta`` gives the metadata alone (no data loaded),
+so a model can be built before the data are read.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..registry import Registry
 from .imagefolder import ImageFiles, class_folders, list_samples
 from .synthetic import SyntheticScaleDataset, class_names
 
@@ -51,15 +55,48 @@ class DatasetInfo(DatasetMeta):
     dataset: Dataset
 
 
-_STATIC_META = {
-    # synthetic: measured over 2000 renders (mean 0.499, std 0.31 per channel)
-    "synthetic": DatasetMeta(10, 3, (0.5, 0.5, 0.5), (0.31, 0.31, 0.31), 64),
-    "fashion_mnist": DatasetMeta(10, 1, (0.2860,), (0.3530,), 28),
-    "cifar10": DatasetMeta(10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32),
-    "cifar100": DatasetMeta(100, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32),
-    "imagefolder": DatasetMeta(0, 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), None),  # ImageNet stats
-}
-DATASET_NAMES = tuple(_STATIC_META)
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered data set.
+
+    ``build(split, root, download, **kwargs) -> Dataset``; ``meta``: the fixed :class:`DatasetMeta`, or
+    ``(root, **kwargs) -> DatasetMeta`` (no data loaded), read through :meth:`metadata`. ``generated``: made in memory (nothing on disk to download; ``num_samples``
+    per split is a builder argument). ``image_files``: items are image files on disk (decoded in the
+    workers or, ``data.decode=device``, on the GPU; undecodable files follow ``data.on_bad_image``).
+    """
+
+    build: Callable[..., Dataset]
+    meta: DatasetMeta | Callable[..., DatasetMeta]
+    generated: bool = False
+    image_files: bool = False
+
+    def metadata(self, root: str | None = None, **kwargs) -> DatasetMeta:
+        return self.meta if isinstance(self.meta, DatasetMeta) else self.meta(root, **kwargs)
+
+
+DATASETS: Registry[DatasetEntry] = Registry("data set", field="data.name")
+
+
+def register_dataset(name: str, *, meta: DatasetMeta | Callable[..., DatasetMeta], generated: bool = False,
+                     image_files: bool = False) -> Callable:
+    """Decorator registering a builder ``(split, root, download, **kwargs) -> Dataset`` as data set
+    ``name``; ``meta``: its fixed :class:`DatasetMeta` or ``(root, **kwargs) -> DatasetMeta``."""
+
+    def deco(build: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        DATASETS.add(name, DatasetEntry(build, meta, generated=generated, image_files=image_files))
+        return build
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    """Registered data set names, sorted."""
+    return DATASETS.list()
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registry entry of data set ``name``; one-line error for unknown names."""
+    return DATASETS.get(name)
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:
@@ -69,18 +106,7 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
 
 def dataset_meta(name: str, root: str | None = None, **kwargs) -> DatasetMeta:
     """Metadata without loading data (imagefolder lists its class folders; synthetic reads kwargs)."""
-    _check_name(name)
-    meta = _STATIC_META[name]
-    if name == "synthetic":
-        num_classes = kwargs.get("num_classes", 10)
-        class_names(num_classes)  # validates
-        return DatasetMeta(num_classes, 3, meta.mean, meta.std, kwargs.get("native_size", 64))
-    if name == "imagefolder":
-        classes = class_folders(_imagefolder_dir(root, "train"))
-        return DatasetMeta(
-            len(classes), 3, tuple(kwargs.get("mean", meta.mean)), tuple(kwargs.get("std", meta.std)), None
-        )
-    return meta
+    return dataset_entry(name).metadata(root, **kwargs)
 
 
 def build_dataset(name: str, split: str, root: str | None = None, download: bool = False, **kwargs) -> DatasetInfo:
@@ -90,24 +116,56 @@ def build_dataset(name: str, split: str, root: str | None = None, download: bool
     imagefolder -> optional ``mean``/``std`` and ``lazy_decode`` (items are files read, not decoded:
     the transform decodes them, :mod:`.decode`). Raises ``DataNotFoundError`` when the files are absent.
     """
-    _check_name(name)
+    entry = dataset_entry(name)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    meta = dataset_meta(name, root, **kwargs)
-    if name == "synthetic":
-        dataset = SyntheticScaleDataset(split=split, **kwargs)
-    elif name == "fashion_mnist":
-        dataset = _fashion_mnist(resolve_root(root), split == "train", download)
-    elif name in ("cifar10", "cifar100"):
-        dataset = _cifar(name, resolve_root(root), split == "train", download)
-    else:
-        dataset = _imagefolder(root, split, lazy_decode=bool(kwargs.get("lazy_decode", False)))
+    meta = entry.metadata(root, **kwargs)
+    dataset = entry.build(split, root, download, **kwargs)
     return DatasetInfo(meta.num_classes, meta.in_channels, meta.mean, meta.std, meta.native_size, dataset)
 
 
-def _check_name(name: str) -> None:
-    if name not in _STATIC_META:
-        raise ValueError(f"data.name: unknown data set {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+# ---------------------------------------------------------------------------------- the data sets
+# synthetic: measured over 2000 renders (mean 0.499, std 0.31 per channel)
+_SYNTHETIC_MEAN, _SYNTHETIC_STD = (0.5, 0.5, 0.5), (0.31, 0.31, 0.31)
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _synthetic_meta(root: str | None = None, **kwargs) -> DatasetMeta:
+    num_classes = kwargs.get("num_classes", 10)
+    class_names(num_classes)  # validates
+    return DatasetMeta(num_classes, 3, _SYNTHETIC_MEAN, _SYNTHETIC_STD, kwargs.get("native_size", 64))
+
+
+@register_dataset("synthetic", meta=_synthetic_meta, generated=True)
+def synthetic(split: str, root: str | None, download: bool, **kwargs) -> Dataset:
+    """The embedded scale-varying shapes (:class:`~.synthetic.SyntheticScaleDataset`)."""
+    return SyntheticScaleDataset(split=split, **kwargs)
+
+
+@register_dataset("fashion_mnist", meta=DatasetMeta(10, 1, (0.2860,), (0.3530,), 28))
+def fashion_mnist(split: str, root: str | None, download: bool, **kwargs) -> Dataset:
+    return _fashion_mnist(resolve_root(root), split == "train", download)
+
+
+@register_dataset("cifar10", meta=DatasetMeta(10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32))
+def cifar10(split: str, root: str | None, download: bool, **kwargs) -> Dataset:
+    return _cifar("cifar10", resolve_root(root), split == "train", download)
+
+
+@register_dataset("cifar100", meta=DatasetMeta(100, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32))
+def cifar100(split: str, root: str | None, download: bool, **kwargs) -> Dataset:
+    return _cifar("cifar100", resolve_root(root), split == "train", download)
+
+
+def _imagefolder_meta(root: str | None = None, **kwargs) -> DatasetMeta:
+    classes = class_folders(_imagefolder_dir(root, "train"))
+    mean, std = tuple(kwargs.get("mean", _IMAGENET_MEAN)), tuple(kwargs.get("std", _IMAGENET_STD))
+    return DatasetMeta(len(classes), 3, mean, std, None)  # ImageNet statistics unless given
+
+
+@register_dataset("imagefolder", meta=_imagefolder_meta, image_files=True)
+def imagefolder(split: str, root: str | None, download: bool, **kwargs) -> Dataset:
+    return _imagefolder(root, split, lazy_decode=bool(kwargs.get("lazy_decode", False)))
 
 
 def _fashion_mnist(root: Path, train: bool, download: bool) -> Dataset:

@@ -6,7 +6,8 @@
   setup (its label would be out of range), and so is a train class folder with no image files (the
   network would have an output nobody trains: remove the folder or add images).
 - Any image mode becomes RGB (or L): grey, CMYK, palette (with transparency: via RGBA), RGBA/LA
-  (alpha dropped, like torchvision's loader), 16-bit and float grey (scaled to 8 bits).
+  (alpha dropped, like torchvision's loader), 16-bit grey (scaled: round(v / 257), 65535 -> 255),
+  32-bit int and float grey (clipped to 0..255).
 - A file that cannot be decoded (truncated, corrupt, not an image) is, with ``on_bad_image``:
   ``fail``: an error naming the file; ``skip``: replaced by the next readable image of the split
   (index order, so batches keep their size and runs stay deterministic), with one warning per file

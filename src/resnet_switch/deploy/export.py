@@ -43,10 +43,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..cli.options import check_choice
 from ..errors import ConfigError
-from ..models import TORCHVISION_NAMES
+from ..models import torchvision_name as backbone_torchvision_name
+from ..switch import BN_MODES
 from ..training.checkpointing import atomic_path
 from .quantized_state import PACKED_FORMAT, is_quantized, load_quantized_state, pack_quantized_state
-from .runtime import BN_MODES, SwitchableClassifier
+from .runtime import SwitchableClassifier
 
 DEFAULTS: dict[str, Any] = {
     "ckpt": None,  # required: a checkpoint written by resnet_switch.train
@@ -144,7 +145,7 @@ def torchvision_name(spec: dict[str, Any], width: float, folded: bool) -> str | 
     """``torchvision.models`` constructor whose state dict the export matches exactly, or ``None``
     (other backbones, sliced widths, folded BN, CIFAR stem, build-time width multiplier, VGG
     hidden FC size other than 4096)."""
-    name = TORCHVISION_NAMES.get(spec["name"])
+    name = backbone_torchvision_name(spec["name"])
     if (name is None or width != 1.0 or folded or spec.get("small_input") or spec.get("in_channels", 3) != 3
             or float(spec.get("width_mult", 1.0)) != 1.0 or int(spec.get("hidden", 4096)) != 4096):
         return None

@@ -9,9 +9,9 @@
     plain = clf.materialize()                                      # plain nn.Module of the active config
 
 ``switch`` never rebuilds the network: it activates the configuration in the shared switch state.
-SAN's generated kernels are made once per configuration and cached (``ScaleConv2d``'s cache, filled
-by ``switch``); MutualNet / US-Net / S-Net use the BN statistics recalibrated per (width, resolution)
-that the checkpoint stores (``calibrate`` adds more from your own images).
+SAN's generated kernels are made once per configuration and cached (``switch`` calls every switchable
+leaf's ``warm_cache``); MutualNet / US-Net / S-Net use the BN statistics recalibrated per (width,
+resolution) that the checkpoint stores (``calibrate`` adds more from your own images).
 
 Preprocessing (``predict``) follows the validation protocol of training: the central square of
 ``crop_ratio`` x the shorter side (``Resize(r / 0.875) + CenterCrop(r)`` keeps the same region),
@@ -38,11 +38,11 @@ from ..data.multires import resize_images
 from ..errors import ConfigError
 from ..evaluation import query_table as qt
 from ..layers.calibration import calibratable_layers, calibrate_bn
+from ..layers.contracts import switchable_leaves
 from ..models.switchable import SwitchableNet
-from ..switch import SubnetConfig
+from ..switch import SubnetConfig, inference_mode
 from ..training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 
-BN_MODES = ("nearest", "interpolate", "calibrate", "proxy", "ideal")  # as ``evaluate``'s bn_mode
 _KEY = re.compile(r"^r(\d+)_w([0-9.e+-]+)$")
 
 
@@ -66,7 +66,8 @@ class SwitchableClassifier:
         default_bn_mode: the method's ``bn_mode`` when none is given.
         mean, std: per-channel normalisation of the training data (``None``: none).
         crop_ratio: central fraction of the shorter side kept by ``predict`` (validation protocol).
-        bn_mode: for resolutions the net was not trained at: ``nearest``, ``interpolate`` (RS-Net
+        bn_mode: for resolutions the net was not trained at, one of
+            :data:`~resnet_switch.switch.INFERENCE_MODES`: ``nearest``, ``interpolate`` (RS-Net
             sec. 4.3), ``proxy`` (SAN: nearest BN and scale encoding), ``calibrate``/``ideal``
             (statistics stored for that configuration). Training resolutions use their own BN.
     """
@@ -79,9 +80,8 @@ class SwitchableClassifier:
         self.net = net.to(self.device).eval()
         self.method_name = method_name
         self.needs_calibration = bool(needs_calibration)
-        self.bn_mode = default_bn_mode if bn_mode is None else bn_mode
-        if self.bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode: unknown {self.bn_mode!r}; choose one of {list(BN_MODES)}")
+        self.inference = inference_mode(default_bn_mode if bn_mode is None else bn_mode)
+        self.bn_mode = self.inference.name
         if not 0.0 < float(crop_ratio) <= 1.0:
             raise ValueError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
         self.crop_ratio = float(crop_ratio)
@@ -92,8 +92,8 @@ class SwitchableClassifier:
             if value is not None and value.shape[1] != channels:
                 raise ValueError(f"{name}: has {value.shape[1]} entries but the network takes {channels} channels")
         # SAN reads the scale encoding of unseen resolutions from the state (proxy: nearest trained)
-        self.net.state.scale_encoding = "exact" if self.bn_mode == "ideal" else "nearest"
-        self._scale_convs = [m for m in self.net.modules() if hasattr(m, "kernel") and hasattr(m, "_kernel_cache")]
+        self.net.state.set_scale_encoding(self.inference.scale_encoding)
+        self._leaves = [leaf for _, leaf in switchable_leaves(self.net)]
         self._calibrated = calibratable_layers(self.net)
         self._config: SubnetConfig | None = None
         self._start()
@@ -181,7 +181,7 @@ class SwitchableClassifier:
             return "calibrated"
         if self.net.state.train_index(config.resolution) is not None:
             return "nearest"
-        return {"calibrate": "calibrated", "ideal": "calibrated", "proxy": "nearest"}.get(self.bn_mode, self.bn_mode)
+        return self.inference.bn_mode
 
     def _ensure_stats(self, config: SubnetConfig) -> None:
         """Stored statistics for ``config``: its own, or those of a stored configuration at the same
@@ -211,8 +211,8 @@ class SwitchableClassifier:
         if mode == "calibrated":
             self._ensure_stats(config)
         self.net.set_active(config, mode)
-        for conv in self._scale_convs:  # eval + no_grad: generated once per configuration, then a cache hit
-            conv.kernel()
+        for leaf in self._leaves:  # SAN: kernels generated once per configuration, then a cache hit
+            leaf.warm_cache()
         self._config = config
         return config
 

@@ -1,19 +1,19 @@
 """BN post-statistics of a slimmable detection backbone, per configuration.
 
 A slimmable backbone trains one shared BN whose running statistics mix every width; before
-evaluation each (size, width) gets its exact statistics over ``num_samples`` training images
-(US-Net's post-statistics), computed by :func:`~resnet_switch.layers.calibration.calibrate_bn` on a
-view of the detector that runs only the resize and the backbone.
+evaluation each (size, width) gets its exact statistics over training images (US-Net's
+post-statistics). The one calibration entry point,
+:func:`~resnet_switch.evaluation.accuracy.calibrate_configs`, runs on :class:`BackboneProbe`: a view
+of the detector that runs only the resize and the backbone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-from ..layers.calibration import calibrate_bn
 from ..switch import SubnetConfig
 from .model import SwitchableDetector
 
@@ -39,13 +39,3 @@ class BackboneProbe(nn.Module):
     def forward(self, images: list[Tensor]):
         batch, _ = self.detector.net.transform(images)
         return self.detector.net.backbone.body(batch.tensors)
-
-
-def calibrate_detector(detector: SwitchableDetector, images_fn: Callable[[], Iterable[list[Tensor]]],
-                       configs: Sequence[SubnetConfig], num_samples: int) -> None:
-    """Exact BN statistics of ``detector``'s backbone for each config over ``num_samples`` images;
-    ``images_fn()`` yields fresh lists of float images (the same ones for every config). Run the
-    detector with ``bn_mode="calibrated"`` afterwards."""
-    probe = BackboneProbe(detector)
-    for config in configs:
-        calibrate_bn(probe, images_fn(), config, num_samples)

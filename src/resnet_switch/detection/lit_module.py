@@ -13,23 +13,18 @@ Mask R-CNN, ``segm``; COCO's AP@[.5:.95] in %): ``val/bbox_ap@R``, ``val/segm_ap
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
 from typing import Any
 
-import lightning as L
-import torch
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from ..methods import Method
+from ..methods.base import Backward
 from ..switch import SubnetConfig
-from ..training.checkpointing import CHECKPOINT_KEY, checkpoint_meta
-from ..training.distributed import all_reduce_sum, average_gradients, world_size
-from ..training.finite_guard import FiniteGuard
-from ..training.lit_module import _module_key, metric_suffix, sgd_cosine
-from .calibration import calibrate_detector
+from ..training.module import SwitchTrainingModule, metric_suffix, module_key
+from .calibration import BackboneProbe
 from .datamodule import to_float_image
-from .methods import step_configs
 from .model import SwitchableDetector
 
 MASK_THRESHOLD = 0.5  # Mask R-CNN's per-pixel probabilities -> binary instance masks
@@ -53,104 +48,81 @@ def metric_inputs(preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor
     return p_out, t_out
 
 
-class DetectionModule(L.LightningModule):
+class DetectionModule(SwitchTrainingModule):
     """Args:
         method: the detection method (:func:`~resnet_switch.detection.methods.build_detection_method`).
         net: the detector built for it.
-        optim: as :class:`~resnet_switch.training.lit_module.SwitchModule` (``lr``, ``momentum``,
-            ``weight_decay``, ``nesterov``, ``decay_scope``, ``warmup_epochs``) plus
-            ``clip_grad_norm`` (null: no clipping).
-        method_meta, run_meta: facts stored in every checkpoint.
-        calibration_samples: training images for the BN post-statistics of slimmable backbones.
+        optim, method_meta, run_meta, calibration_samples, sync_bn: as
+            :class:`~resnet_switch.training.module.SwitchTrainingModule` (``optim.clip_grad_norm``:
+            detection losses spike early when training from scratch).
     """
 
     def __init__(self, method: Method, net: SwitchableDetector, optim: dict[str, Any],
                  method_meta: dict[str, Any], run_meta: dict[str, Any] | None = None,
-                 calibration_samples: int = 256):
-        super().__init__()
-        self.automatic_optimization = False
-        self.method, self.net = method, net
-        self.optim, self.method_meta, self.run_meta = dict(optim), dict(method_meta), dict(run_meta or {})
-        self.eval_configs = method.eval_configs()
-        self.calibration_samples = int(calibration_samples)
-        self.calibrated_step: int | None = None
-        self.finite_guard = FiniteGuard()
+                 calibration_samples: int = 256, sync_bn: bool = False):
+        super().__init__(method, net, optim, method_meta, run_meta, calibration_samples, sync_bn=sync_bn)
         self.iou_types = iou_types(net)
-        self.ap = nn.ModuleDict({_module_key(c): MeanAveragePrecision(iou_type=self.iou_types)
+        self.ap = nn.ModuleDict({module_key(c): MeanAveragePrecision(iou_type=self.iou_types)
                                  for c in self.eval_configs})
 
     # ----------------------------------------------------------------- training
-    def training_step(self, batch, batch_idx: int) -> None:
+    def backward_calls(self) -> int:
+        """One backward per configuration of the step (:meth:`Method.step_configs`: a finite
+        ``train_configs`` list, or the per-configuration draws of a sandwich-rule method)."""
+        configs = self.method.train_configs()
+        return len(configs) if configs is not None else self.method.backward_calls()
+
+    @property
+    def per_config_backward(self) -> bool:
+        return True
+
+    def batch_size(self, batch) -> int:
+        return len(batch[0])
+
+    def task_step(self, batch, backward: Backward) -> dict[str, Tensor]:
+        """Every configuration of the step learns from the labels: the sum of torchvision's RPN, box
+        (and mask) losses on the same batch, resized to the configuration's size by the detector."""
         images, targets = batch
-        opt, sched = self.optimizers(), self.lr_schedulers()
-        opt.zero_grad(set_to_none=True)
-        configs = step_configs(self.method)
-        average_after = world_size() > 1 and len(configs) > 1
-        parts: dict[str, Tensor] = {}
-        total = torch.zeros((), device=self.device)
-        for i, config in enumerate(configs):
+        logs: dict[str, Tensor] = {}
+        total = 0
+        for i, config in enumerate(self.method.step_configs()):
             self.net.set_active(config)
             losses = self.net(images, targets)
             loss = sum(losses.values())
-            self.finite_guard.record_loss(loss, config)
-            last = i == len(configs) - 1 and not average_after
-            with nullcontext() if last or world_size() == 1 else self._no_sync():
-                self.manual_backward(loss)
-            total += loss.detach()
+            backward(loss)
+            total = total + loss.detach()
             for name, value in losses.items():
-                parts[name] = parts.get(name, 0) + value.detach()
+                logs[name] = logs.get(name, 0) + value.detach()
             if i == 0:
-                parts["loss_full"] = loss.detach()
-        self.finite_guard.check(self.global_step)
-        if average_after:
-            average_gradients(self.parameters())
-        if self.optim.get("clip_grad_norm"):
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.optim["clip_grad_norm"]))
-        opt.step()
-        sched.step()
-        bs = len(images)
-        self.log("train/loss", total, prog_bar=True, batch_size=bs)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=bs)
-        self.log("train/lr", sched.get_last_lr()[0], batch_size=bs)
+                logs["loss_full"] = loss.detach()
+        return {"loss": total, **logs}
 
-    def _no_sync(self):
-        strategy_model = getattr(self.trainer.strategy, "model", None)
-        return strategy_model.no_sync() if hasattr(strategy_model, "no_sync") else nullcontext()
+    # --------------------------------------------------- BN recalibration
+    def calibration_probe(self) -> nn.Module:
+        return BackboneProbe(self.net)
 
-    # --------------------------------------------------------------- validation
-    @property
-    def eval_bn_mode(self) -> str | None:
-        return "calibrated" if self.method.needs_calibration else None
+    def calibration_images(self, datamodule):
+        """The same first training images (floats on the device) for every configuration."""
 
-    def recalibrate(self, datamodule=None) -> None:
-        """Exact BN statistics per evaluation configuration (slimmable backbones), once per step."""
-        if not self.method.needs_calibration or self.calibrated_step == self.global_step:
-            return
-        datamodule = datamodule or self.trainer.datamodule
-
-        def images():
+        def images(config: SubnetConfig) -> Iterator[list[Tensor]]:
             for batch_images, _ in datamodule.calibration_loader():
                 yield [to_float_image(im.to(self.device)) for im in batch_images]
 
-        calibrate_detector(self.net, images, self.eval_configs, self.calibration_samples)
-        self.calibrated_step = self.global_step
+        return images
 
-    def on_validation_epoch_start(self) -> None:
-        self.recalibrate()
-
+    # --------------------------------------------------------------- validation
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
         for config in self.eval_configs:
             with self.net.switch(config, self.eval_bn_mode):
                 preds = self.net(images)
-            self.ap[_module_key(config)].update(*metric_inputs(preds, targets, "segm" in self.iou_types))
+            self.ap[module_key(config)].update(*metric_inputs(preds, targets, "segm" in self.iou_types))
 
     def compute_ap(self) -> list[dict[str, Any]]:
         """Rows ``{resolution, width, bbox_ap, bbox_ap50, [segm_ap, segm_ap50]}`` (%), metrics reset."""
         rows = []
         for config in self.eval_configs:
-            metric = self.ap[_module_key(config)]
+            metric = self.ap[module_key(config)]
             values = metric.compute()
             metric.reset()
             row: dict[str, Any] = {"resolution": config.resolution, "width": config.width}
@@ -171,18 +143,3 @@ class DetectionModule(L.LightningModule):
         for kind in self.iou_types:
             mean = sum(r[f"{kind}_ap"] for r in rows) / len(rows)
             self.log(f"val/{kind}_ap_mean", mean, prog_bar=True, sync_dist=True)
-
-    # ------------------------------------------------------------ optimisation
-    def configure_optimizers(self):
-        return sgd_cosine(self.optim, self.net, self.trainer)
-
-    # ------------------------------------------------------ faults and resuming
-    def on_fit_start(self) -> None:
-        self.finite_guard.reduce = all_reduce_sum if world_size() > 1 else None
-
-    def on_train_epoch_end(self) -> None:
-        self.finite_guard.flush()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.finite_guard.flush()
-        checkpoint[CHECKPOINT_KEY] = checkpoint_meta(self.net, self.method_meta, self.run_meta)

@@ -13,26 +13,42 @@ box and mask losses), as MutualNet trains Mask R-CNN (sec. 4.3, A.3).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..methods import Method, build_method
-from ..switch import SubnetConfig
+from ..registry import Registry
 
-# detection method -> the classification method whose schedule, layers and evaluation it uses
-SCHEDULES = {"mutualnet": "mutualnet", "usnet": "usnet", "rsnet": "parallel"}
+# ``method.name`` (with task=detection) -> builder ``(sizes, **settings) -> Method``
+DETECTION_METHODS: Registry[Callable[..., Method]] = Registry("detection method", field="method.name")
 
 
-def build_detection_method(name: str, sizes: Sequence[int], **kwargs) -> Method:
-    """The method object for ``name`` over input ``sizes`` (highest first)."""
-    if name not in SCHEDULES:
+@DETECTION_METHODS.register("mutualnet", schedule="mutualnet")
+def mutualnet(sizes: Sequence[int], **kwargs) -> Method:
+    """MutualNet's sandwich rule; every sub-network learns from the labels (no inplace distillation)."""
+    return build_method("mutualnet", sizes, **{**kwargs, "inplace_distill": False})
+
+
+@DETECTION_METHODS.register("usnet", schedule="usnet")
+def usnet(sizes: Sequence[int], **kwargs) -> Method:
+    """US-Net's sandwich rule at the largest size; every sub-network learns from the labels."""
+    return build_method("usnet", sizes, **{**kwargs, "inplace_distill": False})
+
+
+@DETECTION_METHODS.register("rsnet", schedule="parallel")
+def rsnet(sizes: Sequence[int], **kwargs) -> Method:
+    """RS-Net's parallel training: private BN per size, every size each step."""
+    return build_method("parallel", sizes, **kwargs)
+
+
+def list_detection_methods() -> list[str]:
+    """Registered detection method names, sorted (``method=detection_<name>``)."""
+    return DETECTION_METHODS.list()
+
+
+def build_detection_method(name: str, sizes: Sequence[int], task: str = "detection", **kwargs) -> Method:
+    """The method object for ``name`` over input ``sizes`` (highest first); ``task``: the method
+    config's marker (``detection``)."""
+    if name not in DETECTION_METHODS or task != "detection":
         raise ValueError(f"method.name: {name!r} is not a detection method; with task=detection use one of "
-                         f"{sorted(SCHEDULES)} (method=detection_mutualnet, detection_usnet, detection_rsnet)")
-    if SCHEDULES[name] in ("mutualnet", "usnet"):
-        kwargs["inplace_distill"] = False  # every sub-network learns from the labels
-    return build_method(SCHEDULES[name], sizes, **kwargs)
-
-
-def step_configs(method: Method) -> list[SubnetConfig]:
-    """This step's configurations, the full network first (random draws for MutualNet / US-Net)."""
-    sample = getattr(method, "sample_configs", None)
-    return sample() if sample is not None else method.train_configs()
+                         f"{list_detection_methods()} (method=detection_mutualnet, detection_usnet, detection_rsnet)")
+    return DETECTION_METHODS.get(name)(sizes, **kwargs)

@@ -14,17 +14,19 @@ width=w)``: images resized to shorter side ``size``, backbone at width ``w``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..models.switchable import SwitchableNet
+from ..registry import Registry
 from ..switch import SubnetConfig, check_resolutions
 from .backbone import build_detection_backbone
 from .transform import SwitchableTransform
@@ -67,6 +69,45 @@ def anchor_sizes(anchor_base: int, levels: int) -> tuple[tuple[int], ...]:
     return tuple((anchor_base * 2**i,) for i in range(levels))
 
 
+# detector kind -> ``(body, levels, spec, common) -> GeneralizedRCNN``: ``body`` the backbone + FPN,
+# ``levels`` its FPN level names, ``spec`` the detector's spec, ``common`` the arguments every kind takes
+DETECTORS: Registry[Callable[..., GeneralizedRCNN]] = Registry("detector", field="detector")
+
+
+def register_detector(name: str, *, masks: bool) -> Callable:
+    """Decorator registering a detector kind; ``masks``: whether it predicts instance masks (the
+    ``detector.masks`` setting that selects it)."""
+    return DETECTORS.register(name, masks=masks)
+
+
+def list_detectors() -> list[str]:
+    """Registered detector kinds, sorted."""
+    return DETECTORS.list()
+
+
+def detector_kind(masks: bool) -> str:
+    """The registered kind that ``detector.masks`` selects (``true``: mask_rcnn, ``false``: faster_rcnn)."""
+    return next(name for name in DETECTORS.list() if DETECTORS.info(name)["masks"] is bool(masks))
+
+
+@register_detector("mask_rcnn", masks=True)
+def mask_rcnn(body: nn.Module, levels: list[str], spec: dict[str, Any], common: dict[str, Any]) -> MaskRCNN:
+    """Mask R-CNN: Faster R-CNN + a mask head of ``spec["mask_head_channels"]`` convs on 14x14 RoIs."""
+    mask_channels = spec["mask_head_channels"]
+    if not mask_channels:
+        raise ValueError("detector.mask_head_channels: give at least one conv width, e.g. [256,256,256,256]")
+    return MaskRCNN(body, mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
+                    mask_head=MaskRCNNHeads(spec["fpn_channels"], mask_channels, 1),
+                    mask_predictor=MaskRCNNPredictor(mask_channels[-1], mask_channels[-1], spec["num_classes"]),
+                    **common)
+
+
+@register_detector("faster_rcnn", masks=False)
+def faster_rcnn(body: nn.Module, levels: list[str], spec: dict[str, Any], common: dict[str, Any]) -> FasterRCNN:
+    """Faster R-CNN (boxes only)."""
+    return FasterRCNN(body, **common)
+
+
 def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, layers: str = "private_bn",
                    widths: Sequence[float] = (1.0,), layer_kwargs: dict | None = None,
                    backbone_kwargs: dict | None = None, masks: bool = True, fpn_channels: int = 256,
@@ -75,7 +116,8 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
                    box_head_dim: int = 1024, mask_head_channels: Sequence[int] = (256, 256, 256, 256),
                    image_mean: Sequence[float] = IMAGENET_MEAN, image_std: Sequence[float] = IMAGENET_STD,
                    detector_kwargs: dict | None = None, pretrained_backbone: dict | None = None) -> SwitchableDetector:
-    """Mask R-CNN (``masks=True``) or Faster R-CNN with an FPN over our switchable ``backbone``.
+    """Mask R-CNN (``masks=True``) or Faster R-CNN (:data:`DETECTORS`) with an FPN over our switchable
+    ``backbone``.
 
     Args:
         sizes: input sizes (shorter image side), highest first; one private BN set each with
@@ -112,15 +154,7 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
         box_predictor=FastRCNNPredictor(spec["box_head_dim"], num_classes),
         image_mean=spec["image_mean"], image_std=spec["image_std"], **spec["detector_kwargs"],
     )
-    if masks:
-        mask_channels = spec["mask_head_channels"]
-        if not mask_channels:
-            raise ValueError("detector.mask_head_channels: give at least one conv width, e.g. [256,256,256,256]")
-        det = MaskRCNN(body, mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
-                       mask_head=MaskRCNNHeads(fpn_channels, mask_channels, 1),
-                       mask_predictor=MaskRCNNPredictor(mask_channels[-1], mask_channels[-1], num_classes), **common)
-    else:
-        det = FasterRCNN(body, **common)
+    det = DETECTORS.get(detector_kind(spec["masks"]))(body, levels, spec, common)
     det.transform = SwitchableTransform(body.state, spec["max_size"], spec["image_mean"], spec["image_std"])
     return SwitchableDetector(det, body.state, spec)
 

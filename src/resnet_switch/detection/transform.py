@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from ..layers.contracts import SwitchableLeaf
 from ..switch import SwitchState
 
 
-class SwitchableTransform(GeneralizedRCNNTransform):
+class SwitchableTransform(SwitchableLeaf, GeneralizedRCNNTransform):
     """``GeneralizedRCNNTransform`` whose ``min_size`` is ``(state.config.resolution,)``.
 
     Boxes and masks of training targets are resized with the images; ``postprocess`` maps the
@@ -42,3 +43,6 @@ class SwitchableTransform(GeneralizedRCNNTransform):
         """A plain transform fixed at the active size (for a materialised detector)."""
         return GeneralizedRCNNTransform(self.min_size[0], self.max_size, list(self.image_mean),
                                         list(self.image_std), self.size_divisible)
+
+    def load_plain(self, plain: GeneralizedRCNNTransform) -> None:
+        """Nothing to copy: a transform holds no weights (its sizes and normalisation are settings)."""

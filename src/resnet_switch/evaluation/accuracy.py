@@ -6,10 +6,11 @@ test resolution, and every smaller resolution is made from it on the device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from tqdm.auto import tqdm
 
@@ -86,12 +87,20 @@ def evaluate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetCon
     ]
 
 
-def calibrate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetConfig],
-                      num_samples: int, progress: bool = True) -> None:
-    """Exact BN recalibration for each configuration on ``num_samples`` training images, each
-    made at the configuration's resolution from the training crop on the device."""
-    device = next(net.parameters()).device
+def calibrate_configs(net: nn.Module, datamodule, configs: Sequence[SubnetConfig], num_samples: int,
+                      progress: bool = True, images: Callable[[SubnetConfig], Iterable] | None = None) -> None:
+    """Exact BN recalibration of ``net`` (a :class:`SwitchableNet`, or a module with its ``state`` and
+    ``switch``, e.g. a detector's backbone probe) for each configuration on ``num_samples`` images.
+
+    ``images(config)``: fresh inputs of ``net`` for ``config`` (any task); default: training crops of
+    ``datamodule``'s calibration loader made at the configuration's resolution on the device."""
+    if images is None:
+        images = partial(calibration_crops, datamodule, next(net.parameters()).device)
     for config in tqdm(configs, desc="calibrate BN", disable=None if progress else True, leave=False):
-        loader = datamodule.calibration_dataloader()
-        images = (b.at(config.resolution) for b in device_batches(datamodule, loader, device))
-        calibrate_bn(net, images, config, num_samples)
+        calibrate_bn(net, images(config), config, num_samples)
+
+
+def calibration_crops(datamodule, device: torch.device, config: SubnetConfig) -> Iterator[Tensor]:
+    """The classification default of :func:`calibrate_configs`: calibration images at ``config.resolution``."""
+    loader = datamodule.calibration_dataloader()
+    return (b.at(config.resolution) for b in device_batches(datamodule, loader, device))

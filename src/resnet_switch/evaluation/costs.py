@@ -126,16 +126,8 @@ def check_widths(widths: Sequence) -> list[float]:
 
 
 def layers_for_widths(widths: Sequence[float]) -> str:
-    """``plain`` when only width 1.0 is asked for, else ``slimmable`` (must be registered)."""
-    if list(widths) == [1.0]:
-        return "plain"
-    from .. import layers  # noqa: F401  (importing the package registers its layer factories)
-    from ..layers.factory import LAYER_FACTORIES
-
-    if "slimmable" not in LAYER_FACTORIES:
-        raise ValueError("widths: widths other than 1.0 need the 'slimmable' layer factory, which is "
-                         "not registered in this version; use widths=[1.0]")
-    return "slimmable"
+    """The layer factory that costs ``widths``: ``plain`` for width 1.0 alone, else ``slimmable``."""
+    return "plain" if list(widths) == [1.0] else "slimmable"
 
 
 def cost_table(model: str, resolutions: Sequence[int], widths: Sequence[float] = (1.0,),

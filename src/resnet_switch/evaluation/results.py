@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -39,22 +40,57 @@ def final_results(trainer, module, datamodule) -> list[dict]:
     return add_costs(rows, module.net)
 
 
-def format_rows(rows: Sequence[dict]) -> list[dict]:
-    return [{"resolution": r["resolution"], "width": r["width"], "top1": r["top1"], "top5": r["top5"],
-             "MAdds": human_count(r["madds"]), "params": human_count(r["params"])} for r in rows]
+@dataclass(frozen=True)
+class ResultsLayout:
+    """How a task's result rows (``resolution``, ``width``, its metric columns, ``madds``, ``params``)
+    are shown.
+
+    Args:
+        plotted: metric column -> series label prefix; one line per (column, width) in the plot.
+        plot_file: file name of the plot in the run directory (its stem names the logged image).
+        ylabel, xlabel: plot axes.
+        cost_prefix: prefix of the table's cost columns (``"backbone "`` for a detector).
+        note: a sentence under the title of ``results.md``.
+        formats: number formats of table columns (:func:`~.reporting.markdown_table`).
+    """
+
+    plotted: dict[str, str] = field(default_factory=lambda: {"top1": ""})
+    plot_file: str = "acc_vs_madds.png"
+    ylabel: str = "top-1 accuracy (%)"
+    xlabel: str = "MAdds (M)"
+    cost_prefix: str = ""
+    note: str = ""
+    formats: dict[str, str] | None = None
 
 
-def publish_results(rows: list[dict], run_dir: Path, loggers: Sequence = (), title: str = "") -> str:
-    """Print the table and write ``results.md``, ``results.csv``, ``acc_vs_madds.png`` in ``run_dir``;
-    log the table and plot to each W&B or TensorBoard logger. Returns the Markdown table."""
+CLASSIFICATION_LAYOUT = ResultsLayout()
+
+
+def format_rows(rows: Sequence[dict], cost_prefix: str = "") -> list[dict]:
+    """Table rows: every column but the costs, then ``MAdds`` and ``params`` in human units."""
+    return [{**{k: v for k, v in r.items() if k not in ("madds", "params")},
+             f"{cost_prefix}MAdds": human_count(r["madds"]), f"{cost_prefix}params": human_count(r["params"])}
+            for r in rows]
+
+
+def publish_results(rows: list[dict], run_dir: Path, loggers: Sequence = (), title: str = "",
+                    layout: ResultsLayout = CLASSIFICATION_LAYOUT) -> str:
+    """Print the table and write ``results.md``, ``results.csv`` and the plot (``layout.plot_file``,
+    metric against MAdds) in ``run_dir``; log the table and plot to each W&B or TensorBoard logger.
+    Returns the Markdown table."""
     run_dir = Path(run_dir)
-    table = markdown_table(format_rows(rows))
+    table = markdown_table(format_rows(rows, layout.cost_prefix), formats=layout.formats)
     write_csv(rows, run_dir / "results.csv")
-    (run_dir / "results.md").write_text(f"# {title}\n\n{table}\n")
+    note = f"{layout.note}\n\n" if layout.note else ""
+    (run_dir / "results.md").write_text(f"# {title}\n\n{note}{table}\n")
     series: dict[str, list] = {}
     for r in rows:
-        series.setdefault(f"width {r['width']:g}", []).append((r["madds"], r["top1"], str(r["resolution"])))
-    plot = plot_accuracy_vs_madds(series, run_dir / "acc_vs_madds.png", title=title)
+        for column, prefix in layout.plotted.items():
+            if column in r:
+                series.setdefault(f"{prefix}width {r['width']:g}", []).append(
+                    (r["madds"], r[column], str(r["resolution"])))
+    plot = plot_accuracy_vs_madds(series, run_dir / layout.plot_file, title=title, ylabel=layout.ylabel,
+                                  xlabel=layout.xlabel)
     print(f"\n{title}\n{table}\nresults: {run_dir / 'results.md'}  plot: {plot}", flush=True)
     for logger in loggers:
         log_report(logger, rows, table, plot)
@@ -69,7 +105,7 @@ def log_report(logger, rows: list[dict], table: str, plot: Path) -> None:
 
         logger.experiment.log({
             "results": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
-            "acc_vs_madds": wandb.Image(str(plot)),
+            plot.stem: wandb.Image(str(plot)),
         })
     elif isinstance(logger, TensorBoardLogger):
         import numpy as np
@@ -78,5 +114,5 @@ def log_report(logger, rows: list[dict], table: str, plot: Path) -> None:
         with Image.open(plot) as image:
             pixels = np.asarray(image.convert("RGB"))
         logger.experiment.add_text("results", table)
-        logger.experiment.add_image("acc_vs_madds", pixels, dataformats="HWC")
+        logger.experiment.add_image(plot.stem, pixels, dataformats="HWC")
         logger.experiment.flush()

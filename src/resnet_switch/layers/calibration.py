@@ -21,8 +21,9 @@ class CalibratedStatsMixin:
     """Per-configuration recalibrated statistics for a BN-like layer.
 
     The layer calls :meth:`_init_calibration` in ``__init__`` and :meth:`_calibration_forward`
-    while ``state.calibrating`` is set. Statistics are accumulated in float64 as per-channel sums
-    over ``B*H*W`` values and turned into ``(mean, unbiased var)`` by :meth:`finish_calibration`.
+    while ``state.calibrating`` is set (:func:`calibrate_bn`: ``with state.collecting_statistics()``).
+    Statistics are accumulated in float64 as per-channel sums over ``B*H*W`` values and turned into
+    ``(mean, unbiased var)`` by :meth:`finish_calibration`.
     """
 
     def _init_calibration(self) -> None:
@@ -93,8 +94,7 @@ def calibrate_bn(
     model.eval()
     used = 0
     try:
-        state.calibrating = True
-        with model.switch(config, bn_mode="calibrated"):
+        with state.collecting_statistics(), model.switch(config, bn_mode="calibrated"):
             for images in batches:
                 images = images[: num_samples - used]
                 if prepare is not None:
@@ -104,7 +104,6 @@ def calibrate_bn(
                 if used >= num_samples:
                     break
     finally:
-        state.calibrating = False
         model.train(was_training)
     if used < num_samples:
         for layer in layers:

@@ -1,8 +1,9 @@
 """Layer factories: backbones are written once and ask a factory for every conv, BN and linear.
 
 A factory decides what kind of layer a backbone gets (plain, private-BN, scale-conditioned,
-slimmable) so every method works with every backbone. Each request carries a ``role`` so a method
-can treat layers differently by position:
+slimmable) so every method works with every backbone. Every factory has the methods and signatures
+of :class:`~.contracts.LayerFactory` (``conv``, ``bn``, ``linear`` and ``state``). Each request
+carries a ``role`` so a method can treat layers differently by position:
 
 - ``stem``: the first conv (its input channels are the image's, never slimmed),
 - ``body``: convs/BNs inside blocks, ``shortcut``: the 1x1 projection of a residual block,
@@ -25,6 +26,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import Registry
 from ..switch import SwitchState
 from .private_bn import PrivateBatchNorm2d
 
@@ -36,6 +38,21 @@ def base_role(role: str) -> str:
     return "body" if role == "mid" else role
 
 
+# name -> factory class ``(state, **kwargs)``; factories register where they are defined
+LAYER_FACTORIES: Registry[Callable[..., PlainLayers]] = Registry("layer factory", field="layers")
+
+
+def register_layer_factory(name: str) -> Callable:
+    """Class decorator registering a layer factory under ``name`` (``Method.layers``)."""
+    return LAYER_FACTORIES.register(name)
+
+
+def list_layer_factories() -> list[str]:
+    """Registered layer factory names, sorted."""
+    return LAYER_FACTORIES.list()
+
+
+@register_layer_factory("plain")
 class PlainLayers:
     """Ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear`` (torchvision-compatible models)."""
 
@@ -53,6 +70,7 @@ class PlainLayers:
         return nn.Linear(in_features, out_features)
 
 
+@register_layer_factory("private_bn")
 class PrivateBNLayers(PlainLayers):
     """Shared convs and classifier, one BN set per training resolution (RS-Net, parallel)."""
 
@@ -63,23 +81,6 @@ class PrivateBNLayers(PlainLayers):
         return PrivateBatchNorm2d(num_features, self.state)
 
 
-LAYER_FACTORIES: dict[str, Callable[..., PlainLayers]] = {
-    "plain": PlainLayers,
-    "private_bn": PrivateBNLayers,
-}
-
-
-def register_layers(name: str) -> Callable:
-    """Decorator adding a factory class to :data:`LAYER_FACTORIES` under ``name``."""
-
-    def deco(cls):
-        LAYER_FACTORIES[name] = cls
-        return cls
-
-    return deco
-
-
 def build_layers(name: str, state: SwitchState, **kwargs) -> PlainLayers:
-    if name not in LAYER_FACTORIES:
-        raise ValueError(f"layers: unknown {name!r}; choose one of {sorted(LAYER_FACTORIES)}")
-    return LAYER_FACTORIES[name](state, **kwargs)
+    """The layer factory ``name`` over ``state``; one-line error for unknown names."""
+    return LAYER_FACTORIES.get(name)(state, **kwargs)

@@ -14,9 +14,10 @@ from torch import Tensor, nn
 
 from ..switch import BNBlend, SwitchState
 from .calibration import CalibratedStatsMixin
+from .contracts import SwitchableLeaf
 
 
-class PrivateBatchNorm2d(CalibratedStatsMixin, nn.Module):
+class PrivateBatchNorm2d(CalibratedStatsMixin, SwitchableLeaf):
     """``len(state.train_resolutions)`` BatchNorm2d sets behind one switch.
 
     Input/output: ``(B, C, H, W)``. State-dict keys: ``sets.{k}.weight`` etc. for set ``k``.

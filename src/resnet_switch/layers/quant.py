@@ -13,21 +13,23 @@ The settings live in the network's spec as ``quant={"weight_bits", "act_bits", "
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
 from ..switch import SwitchState
+from .contracts import SwitchableLeaf
 from .factory import PlainLayers, PrivateBNLayers
 from .lq import ACT_BASIS_UPDATES, FLOAT_BITS, LQActQuantizer, LQWeightQuantizer, check_bits
 
-QUANT_KINDS = ("none", "lq")
 QUANTIZABLE_FACTORIES = (PlainLayers, PrivateBNLayers)  # factories whose convs are nn.Conv2d
 QUANTIZABLE_LAYERS = ("plain", "private_bn")  # their registry names (``Method.layers``)
 
 
-class LQConv2d(nn.Conv2d):
+class LQConv2d(SwitchableLeaf, nn.Conv2d):
     """``nn.Conv2d`` whose weight (and input) are LQ-quantized in the forward pass.
 
     Same parameters and state-dict keys as ``nn.Conv2d`` (``weight``, ``bias``) plus the buffers
@@ -90,8 +92,9 @@ def plain_weight_key(name: str, module: LQConv2d) -> str:
 
 
 class QuantLayers:
-    """A layer factory wrapping ``inner`` (plain or private BN): non-stem convs become
-    :class:`LQConv2d`; BN and linear layers are ``inner``'s (the classifier stays float)."""
+    """A layer factory (:class:`~.contracts.LayerFactory`) wrapping ``inner`` (plain or private BN):
+    non-stem convs become :class:`LQConv2d`; BN and linear layers are ``inner``'s (the classifier
+    stays float)."""
 
     def __init__(self, inner: PlainLayers, weight_bits: int = 2, act_bits: int = FLOAT_BITS,
                  act_basis_update: str = "all"):
@@ -113,8 +116,8 @@ class QuantLayers:
     def bn(self, num_features: int, *, role: str = "body") -> nn.Module:
         return self.inner.bn(num_features, role=role)
 
-    def linear(self, in_features: int, out_features: int, *, role: str = "head") -> nn.Module:
-        return self.inner.linear(in_features, out_features, role=role)
+    def linear(self, in_features: int, out_features: int, *, role: str = "head", in_positions: int = 1) -> nn.Module:
+        return self.inner.linear(in_features, out_features, role=role, in_positions=in_positions)
 
 
 def check_quant_spec(quant: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -133,13 +136,37 @@ def check_quant_spec(quant: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"weight_bits": weight_bits, "act_bits": act_bits, "act_basis_update": update}
 
 
+# ``quant`` config group name -> its settings (the group minus ``name``) -> the net spec's ``quant``
+QUANTIZERS: Registry[Callable[[dict[str, Any]], dict[str, Any] | None]] = Registry("quantizer", field="quant")
+
+
+def register_quantizer(name: str) -> Callable:
+    """Decorator registering ``settings -> net spec quant`` (``None``: float) under ``name``."""
+    return QUANTIZERS.register(name)
+
+
+def list_quantizers() -> list[str]:
+    """Registered quantizer names (the ``quant`` config group), sorted."""
+    return QUANTIZERS.list()
+
+
+@register_quantizer("none")
+def full_precision(settings: dict[str, Any]) -> None:
+    """Full precision: no quantizer (settings are ignored)."""
+    return None
+
+
+@register_quantizer("lq")
+def lq_nets(settings: dict[str, Any]) -> dict[str, Any]:
+    """LQ-Nets weights and activations (:class:`QuantLayers`), settings checked by :func:`check_quant_spec`."""
+    return check_quant_spec(settings)
+
+
 def quant_spec_from_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The net spec's ``quant`` from the ``quant`` config group (``name: none|lq`` + settings)."""
+    """The net spec's ``quant`` from the ``quant`` config group (``name`` of a registered quantizer
+    + its settings)."""
     cfg = dict(cfg or {"name": "none"})
-    name = cfg.pop("name", "none")
-    if name not in QUANT_KINDS:
-        raise ValueError(f"quant: unknown {name!r}; choose one of {list(QUANT_KINDS)}")
-    return None if name == "none" else check_quant_spec(cfg)
+    return QUANTIZERS.get(cfg.pop("name", "none"))(cfg)
 
 
 def quantized_convs(module: nn.Module) -> list[tuple[str, LQConv2d]]:

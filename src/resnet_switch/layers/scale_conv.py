@@ -9,9 +9,10 @@ A :class:`ScaleConv2d` has no kernel of its own: a meta-learner maps the scale e
 Which resolution's ``eps`` is used (SAN sec. 3.3) is read from the shared
 :class:`~resnet_switch.switch.SwitchState`: a training resolution uses its own; an unseen resolution
 uses the nearest training resolution's when ``state.scale_encoding == "nearest"`` (proxy inference,
-eq. 6) and its own otherwise (``"exact"``, the default: ideal inference, eq. 5). Evaluation sets
-``state.scale_encoding = "nearest"`` for proxy inference (with ``bn_mode="nearest"``) and ``"exact"``
-for ideal inference (with ``bn_mode="calibrated"`` after :func:`~.calibration.calibrate_bn`).
+eq. 6) and its own otherwise (``"exact"``, the default: ideal inference, eq. 5). Evaluation and the
+runtime choose it with ``state.set_scale_encoding`` from the inference-mode table
+(:data:`~resnet_switch.switch.INFERENCE_MODES`: ``proxy`` -> ``nearest`` with nearest BN, ``ideal`` ->
+``exact`` with BN recalibrated by :func:`~.calibration.calibrate_bn`).
 
 ``encodings`` (optional, one number per training resolution) replaces the formula by a table: the
 official SAN code encodes training resolution ``i`` of its list as ``0.7 - 0.1 i`` whatever the
@@ -32,11 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..switch import SwitchState
-from .factory import PlainLayers, base_role, register_layers
+from .contracts import SwitchableLeaf
+from .factory import PlainLayers, base_role, register_layer_factory
 from .generated_conv import linear_generated_conv2d, linear_kernel
 from .private_bn import PrivateBatchNorm2d
-
-SCALE_ENCODINGS = ("exact", "nearest")
 
 
 def scale_encoding(resolution: int, scale: float = 0.1) -> float:
@@ -162,13 +162,10 @@ def encoding_resolution(state: SwitchState) -> int:
     r = state.config.resolution
     if state.train_index(r) is not None:
         return r
-    mode = getattr(state, "scale_encoding", "exact")
-    if mode not in SCALE_ENCODINGS:
-        raise ValueError(f"scale_encoding: unknown {mode!r}; choose one of {list(SCALE_ENCODINGS)}")
-    return state.train_resolutions[state.nearest_index(r)] if mode == "nearest" else r
+    return state.train_resolutions[state.nearest_index(r)] if state.scale_encoding == "nearest" else r
 
 
-class ScaleConv2d(nn.Module):
+class ScaleConv2d(SwitchableLeaf):
     """Conv whose kernel ``(Cout, Cin/groups, k, k)`` is generated from the active scale encoding.
 
     Input ``(B, Cin, H, W)`` -> ``(B, Cout, H', W')`` as ``nn.Conv2d``; grouped/depthwise convs work.
@@ -228,7 +225,18 @@ class ScaleConv2d(nn.Module):
             self.meta.reset_parameters(std, encodings)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        self.reset_cache()
+
+    def reset_cache(self) -> None:
+        """Drop the cached eval-mode kernels (they are regenerated on the next use)."""
         self._kernel_cache.clear()
+
+    @torch.no_grad()
+    def warm_cache(self) -> None:
+        """Eval mode: generate and cache the active configuration's kernel (the next no-grad
+        forward is a cache hit). Training mode: nothing (kernels are generated in every forward)."""
+        if not self.training:
+            self.kernel()
 
     def encoding(self) -> float:
         """``eps`` used at the active configuration."""
@@ -259,7 +267,7 @@ class ScaleConv2d(nn.Module):
 
     def train(self, mode: bool = True) -> ScaleConv2d:
         if mode:
-            self._kernel_cache.clear()
+            self.reset_cache()
         return super().train(mode)
 
     @torch.no_grad()
@@ -283,10 +291,10 @@ class ScaleConv2d(nn.Module):
                 self.bias.zero_()
             else:
                 self.bias.copy_(conv.bias)
-        self._kernel_cache.clear()
+        self.reset_cache()
 
 
-class PrivateConv2d(nn.Module):
+class PrivateConv2d(SwitchableLeaf):
     """SAN Table 4 ablation: ``convs[k]`` is a plain conv private to ``train_resolutions[k]``.
 
     An unseen resolution uses the nearest training resolution's conv. Keys: ``convs.{k}.weight``.
@@ -311,10 +319,12 @@ class PrivateConv2d(nn.Module):
 
     @torch.no_grad()
     def to_plain(self) -> nn.Conv2d:
+        """A copy of the active configuration's conv."""
         return copy.deepcopy(self.convs[self.active_index()])
 
     @torch.no_grad()
     def load_plain(self, conv: nn.Conv2d) -> None:
+        """Warm start: copy one plain conv into every private conv."""
         for c in self.convs:
             c.load_state_dict(conv.state_dict())
 
@@ -334,7 +344,7 @@ def meta_roles_arg(meta_roles) -> str | tuple[str, ...]:
     return tuple(str(r) for r in meta_roles)
 
 
-@register_layers("san")
+@register_layer_factory("san")
 class SANLayers(PlainLayers):
     """Convs whose role is in ``meta_roles`` are :class:`ScaleConv2d`, other convs plain; BN private
     per training resolution (``private_bn=False``: shared plain BN); classifier plain and shared.
@@ -368,7 +378,7 @@ class SANLayers(PlainLayers):
         return PrivateBatchNorm2d(num_features, self.state) if self.private_bn else nn.BatchNorm2d(num_features)
 
 
-@register_layers("private_conv")
+@register_layer_factory("private_conv")
 class PrivateConvLayers(PlainLayers):
     """SAN Table 4 ablation: every conv private per training resolution (:class:`PrivateConv2d`),
     private BN (``private_bn=False``: shared), shared classifier."""

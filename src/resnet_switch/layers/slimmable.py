@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from ..models.channels import make_divisible
 from ..switch import SwitchState
 from .calibration import CalibratedStatsMixin
-from .factory import ROLES, PlainLayers, register_layers
+from .contracts import SwitchableLeaf
+from .factory import ROLES, PlainLayers, register_layer_factory
 from .sync_bn import batch_norm_train
 
 
@@ -62,7 +63,7 @@ class ChannelDim:
         return slim_channels(self.full, width, self.divisor, self.ratio, self.min_value)
 
 
-class SlimmableConv2d(nn.Conv2d):
+class SlimmableConv2d(SwitchableLeaf, nn.Conv2d):
     """``nn.Conv2d`` at full size whose leading ``(out, in)`` slice runs at the active width.
 
     Input ``(B, in_active, H, W)`` -> ``(B, out_active, H', W')``. Depthwise convs (groups == in ==
@@ -113,7 +114,7 @@ class SlimmableConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, in={self.in_dim}, out={self.out_dim}"
 
 
-class SlimmableLinear(nn.Linear):
+class SlimmableLinear(SwitchableLeaf, nn.Linear):
     """``nn.Linear`` at full size; ``(B, in_active) -> (B, out_active)``."""
 
     def __init__(self, in_dim: ChannelDim, out_dim: ChannelDim, *, state: SwitchState):
@@ -155,7 +156,7 @@ def _plain_bn(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: floa
     return plain
 
 
-class SlimmableBatchNorm2d(CalibratedStatsMixin, nn.BatchNorm2d):
+class SlimmableBatchNorm2d(CalibratedStatsMixin, SwitchableLeaf, nn.BatchNorm2d):
     """Shared BN sliced to the active width: ``(B, c_active, H, W)`` -> same shape.
 
     Training updates the leading slice of the one running-statistics set (momentum as
@@ -206,7 +207,7 @@ class SlimmableBatchNorm2d(CalibratedStatsMixin, nn.BatchNorm2d):
         return f"{super().extra_repr()}, dim={self.dim}"
 
 
-class WidthPrivateBatchNorm2d(CalibratedStatsMixin, nn.Module):
+class WidthPrivateBatchNorm2d(CalibratedStatsMixin, SwitchableLeaf):
     """S-Net's switchable BN: one ``nn.BatchNorm2d`` per width of ``state.widths`` (``sets.{k}``),
     set ``k`` holding ``dim.active(widths[k])`` channels (affine parameters and statistics private).
 
@@ -259,7 +260,7 @@ class WidthPrivateBatchNorm2d(CalibratedStatsMixin, nn.Module):
         return f"{self.dim}, widths={list(self.state.widths)}"
 
 
-@register_layers("slimmable")
+@register_layer_factory("slimmable")
 class SlimmableLayers(PlainLayers):
     """Slimmable layers at full width (US-Net / MutualNet; S-Net with ``private_bn_per_width``).
 

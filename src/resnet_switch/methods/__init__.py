@@ -1,25 +1,9 @@
-"""Method registry: ``method.name`` -> class. Each method module registers itself here."""
+"""Methods (registered in their modules, :mod:`.registry`): ``method.name`` -> class."""
 
 from __future__ import annotations
 
+from . import mutualnet, rsnet, san  # noqa: F401  (each registers its methods)
 from .base import Method
-from .mutualnet import MutualNet, SNet, USNet
-from .rsnet import Individual, Parallel, RSNet
-from .san import SAN
+from .registry import METHODS, build_method, list_methods, register_method
 
-METHODS: dict[str, type[Method]] = {
-    "individual": Individual,
-    "parallel": Parallel,
-    "rsnet": RSNet,
-    "mutualnet": MutualNet, "usnet": USNet, "snet": SNet,
-    "san": SAN,
-}
-
-
-def build_method(name: str, resolutions, **kwargs) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"method.name: unknown {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[name](resolutions, **kwargs)
-
-
-__all__ = ["METHODS", "Method", "build_method"]
+__all__ = ["METHODS", "Method", "build_method", "list_methods", "register_method"]

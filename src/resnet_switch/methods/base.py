@@ -31,14 +31,18 @@ class Method(nn.Module):
     per_config_backward = False  # True: backward once per configuration (DDP syncs only the last)
     default_bn_mode = "nearest"  # evaluate's bn_mode for unseen resolutions when none is given
     needs_calibration = False  # True: BN statistics are recalibrated per configuration before evaluation
+    # the training crop the method's data needs (``data.crop`` reads ``method.crop``): ``single`` (one crop,
+    # every resolution resized from it) | ``multi`` (RS-Net's ablation: an independent crop per resolution)
+    crop = "single"
 
     def __init__(self, resolutions: Sequence[int], widths: Sequence[float] = (1.0,)):
         super().__init__()
         self.resolutions = check_resolutions(resolutions, "data.resolutions")
         self.widths = tuple(widths)
 
-    def layer_kwargs(self) -> dict:
-        """Extra arguments for the layer factory (e.g. SAN's meta-learner kind)."""
+    def layer_kwargs(self, backbone: str | None = None) -> dict:
+        """Extra arguments for the layer factory (e.g. SAN's meta-learner kind); ``backbone``: the
+        backbone's name, for settings whose paper default depends on it (SAN's ``meta_roles``)."""
         return {}
 
     def net_widths(self) -> tuple[float, ...]:
@@ -60,6 +64,12 @@ class Method(nn.Module):
         """Configurations a training step runs; ``None`` when drawn at random from a range
         (``compile=true`` needs a finite set: one graph per configuration)."""
         return [SubnetConfig(r) for r in self.resolutions]
+
+    def step_configs(self) -> list[SubnetConfig]:
+        """The configurations of this training step, the full network first (MutualNet / US-Net:
+        a fresh random draw per call; otherwise :meth:`train_configs`). Tasks whose loss is not the
+        method's own (detection) run each of these and call ``backward`` once per configuration."""
+        return list(self.train_configs())
 
     def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
         """Train one step: call ``backward(loss)`` one or more times, return detached scalars to log

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..layers.quant import QUANTIZABLE_LAYERS
@@ -14,18 +16,37 @@ def check_quant_method(method: Method, quant: dict | None) -> None:
     """One-line refusal when ``quant`` is asked of a method whose layers are not plain convs
     (SAN's generated kernels, slimmable widths)."""
     if quant is not None and method.layers not in QUANTIZABLE_LAYERS:
-        name = next((k for k, v in METHODS.items() if type(method) is v), type(method).__name__)
+        name = METHODS.name_of(method) or type(method).__name__
         raise ValueError(f"quant: method={name} is not supported with quant=lq; "
                          "use method=individual|parallel|rsnet")
 
 
-# model config keys that are not backbone constructor arguments (read by train.py and init_from)
-MODEL_KEYS_NOT_BACKBONE = ("name", "pretrained", "san_meta_roles", "init_from", "init_bn_mode", "init_classifier")
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ``model`` config: which backbone, how its weights start, and its constructor arguments.
+
+    ``name`` selects the backbone, ``pretrained`` (a plain torchvision state dict) and ``init``
+    (``model.init``: ``ckpt``, ``bn_mode``, ``classifier``; fine-tuning from our checkpoint) say how
+    its weights start; every other entry of the config is an argument of the backbone's constructor
+    (``backbone``)."""
+
+    name: str
+    pretrained: str | None = None
+    init: dict[str, Any] = field(default_factory=dict)
+    backbone: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, model_cfg: Mapping[str, Any]) -> ModelConfig:
+        """Split a (resolved) ``model`` config into the declared fields and the backbone's arguments."""
+        values = dict(model_cfg)
+        own = {f.name: values.pop(f.name) for f in fields(cls) if f.name != "backbone" and f.name in values}
+        own["init"] = dict(own.get("init") or {})
+        return cls(**own, backbone=values)
 
 
-def backbone_kwargs(model_cfg: dict[str, Any], also_drop: tuple[str, ...] = ()) -> dict[str, Any]:
+def backbone_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The backbone constructor's arguments from a (resolved) ``model`` config."""
-    return {k: v for k, v in model_cfg.items() if k not in MODEL_KEYS_NOT_BACKBONE + also_drop}
+    return ModelConfig.from_config(model_cfg).backbone
 
 
 def build_net_for_method(method: Method, model_name: str, num_classes: int, in_channels: int = 3,
@@ -35,7 +56,7 @@ def build_net_for_method(method: Method, model_name: str, num_classes: int, in_c
     check_quant_method(method, quant)
     return build_switchable(
         model_name, method.resolutions, layers=method.layers, widths=method.net_widths(),
-        num_classes=num_classes, in_channels=in_channels, layer_kwargs=method.layer_kwargs(),
+        num_classes=num_classes, in_channels=in_channels, layer_kwargs=method.layer_kwargs(model_name),
         quant=quant, **backbone_kwargs,
     )
 

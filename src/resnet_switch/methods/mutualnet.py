@@ -23,6 +23,7 @@ from ..losses import kl_to_teacher_probs
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 from .base import Backward, Method
+from .registry import register_method
 
 
 def check_width_range(width_range: Sequence[float]) -> tuple[float, float]:
@@ -44,6 +45,7 @@ def channel_rounding(divisor: int = 8, min_channels: int | None = None, role_rat
     return out
 
 
+@register_method("mutualnet")
 class MutualNet(Method):
     """Mutual learning of widths and resolutions with the sandwich rule.
 
@@ -74,7 +76,7 @@ class MutualNet(Method):
         self.rounding = channel_rounding(divisor, min_channels, role_ratios)
         self.rng = random.Random(seed)
 
-    def layer_kwargs(self) -> dict:
+    def layer_kwargs(self, backbone: str | None = None) -> dict:
         return dict(self.rounding)
 
     def backward_calls(self) -> int:
@@ -84,7 +86,7 @@ class MutualNet(Method):
         """Resolutions a sub-network draws from (MutualNet: all of them)."""
         return self.resolutions
 
-    def sample_configs(self) -> list[SubnetConfig]:
+    def step_configs(self) -> list[SubnetConfig]:
         """This step's configurations: ``[full@max, lo@r, random@r, ...]`` (teacher first)."""
         lo, hi = self.width_range
         choices = self.student_resolutions()
@@ -95,7 +97,7 @@ class MutualNet(Method):
 
     def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
         targets = batch.targets
-        teacher, *students = self.sample_configs()
+        teacher, *students = self.step_configs()
         net.set_active(teacher)
         logits = net(batch.at(teacher.resolution))
         ce_full = F.cross_entropy(logits, targets)
@@ -136,6 +138,7 @@ class MutualNet(Method):
         self.rng.setstate((state["rng_version"], internal, state["rng_gauss"]))
 
 
+@register_method("usnet")
 class USNet(MutualNet):
     """US-Net: MutualNet's sandwich rule with every sub-network at the highest resolution."""
 
@@ -143,6 +146,7 @@ class USNet(MutualNet):
         return self.resolutions[:1]
 
 
+@register_method("snet")
 class SNet(Method):
     """S-Net: fixed widths, a private BN per width, ``sum_w CE(N(W_{0:w}, I_max), y)``.
 
@@ -164,7 +168,7 @@ class SNet(Method):
         super().__init__(resolutions, widths=tuple(sorted(ws, reverse=True)))
         self.rounding = channel_rounding(divisor, min_channels, role_ratios)
 
-    def layer_kwargs(self) -> dict:
+    def layer_kwargs(self, backbone: str | None = None) -> dict:
         return {**self.rounding, "private_bn_per_width": True}
 
     def backward_calls(self) -> int:

@@ -19,16 +19,19 @@ from ..losses import ensemble_logits, mred_loss
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 from .base import Backward, Method
+from .registry import register_method
 
 
+@register_method("parallel")
 class Parallel(Method):
     """Sum of per-resolution cross-entropies, one backward (RS-Net eq. 2)."""
 
     default_bn_mode = "interpolate"
 
-    def __init__(self, resolutions: Sequence[int], private_bn: bool = True):
+    def __init__(self, resolutions: Sequence[int], private_bn: bool = True, crop: str = "single"):
         super().__init__(resolutions)
         self.private_bn = private_bn
+        self.crop = crop  # the training crop the data module makes (data.crop reads method.crop)
         self.layers = "private_bn" if private_bn else "plain"
 
     def forward_all(self, net: SwitchableNet, batch: MultiResBatch) -> list[Tensor]:
@@ -48,6 +51,7 @@ class Parallel(Method):
         return out
 
 
+@register_method("individual")
 class Individual(Parallel):
     """One network trained at one resolution (the I-Net baseline)."""
 
@@ -60,6 +64,7 @@ class Individual(Parallel):
         super().__init__(resolutions, private_bn=False)
 
 
+@register_method("rsnet")
 class RSNet(Parallel):
     """Parallel training + multi-resolution ensemble distillation.
 
@@ -68,8 +73,9 @@ class RSNet(Parallel):
         alpha starts at zeros (uniform softmax) and gets no weight decay.
     """
 
-    def __init__(self, resolutions: Sequence[int], distill: str = "full", private_bn: bool = True):
-        super().__init__(resolutions, private_bn=private_bn)
+    def __init__(self, resolutions: Sequence[int], distill: str = "full", private_bn: bool = True,
+                 crop: str = "single"):
+        super().__init__(resolutions, private_bn=private_bn, crop=crop)
         if distill not in ("full", "vanilla", "none"):
             raise ValueError(f"method.distill: unknown {distill!r}; choose full, vanilla or none")
         self.distill = distill

@@ -24,10 +24,15 @@ from ..losses import kl_to_teacher_probs
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 from .base import Backward, Method
+from .registry import register_method
 
 CONV_KINDS = ("meta", "private")
+AUTO_META_ROLES = "auto"
+# the paper's meta convs per backbone; any other backbone: the factory default (body, shortcut), SAN's ResNets
+PAPER_META_ROLES = {"mobilenetv2": "all"}
 
 
+@register_method("san")
 class SAN(Method):
     """Args:
         resolutions: training resolutions, highest first.
@@ -36,9 +41,10 @@ class SAN(Method):
         private_bn: one BN set per training resolution (``False``: shared BN, Table 3).
         conv: ``meta`` (generated kernels) or ``private`` (one plain conv per resolution, Table 4;
             ``meta``/``meta_roles``/``scale`` are then unused).
-        meta_roles: conv roles that are meta (e.g. ``[body, shortcut]``) or ``"all"``; ``None`` -> the
-            factory default ``(body, shortcut)`` (SAN's ResNets). The backbone's paper default
-            (MobileNetV2: ``all``) comes from the model config (``conf/method/san.yaml`` reads it).
+        meta_roles: conv roles that are meta (e.g. ``[body, shortcut]``) or ``"all"``; ``"auto"``:
+            the backbone's paper default (:data:`PAPER_META_ROLES`: MobileNetV2 ``all``, the ResNets
+            block convs + shortcuts), resolved when the network is built for a backbone; ``None``: the
+            factory default ``(body, shortcut)``.
         scale: scale encoding ``eps = scale * S / 32``.
         encodings: one encoding per training resolution instead of the formula (weights converted
             from the official code with a non-default resolution list keep its ``0.7 - 0.1 i``).
@@ -48,7 +54,7 @@ class SAN(Method):
     default_bn_mode = "proxy"
 
     def __init__(self, resolutions: Sequence[int], distill: bool = True, meta: str = "linear",
-                 private_bn: bool = True, conv: str = "meta", meta_roles: str | Sequence[str] | None = None,
+                 private_bn: bool = True, conv: str = "meta", meta_roles: str | Sequence[str] | None = AUTO_META_ROLES,
                  scale: float = 0.1, encodings: Sequence[float] | None = None):
         super().__init__(resolutions)
         if conv not in CONV_KINDS:
@@ -57,7 +63,7 @@ class SAN(Method):
         if scale <= 0:
             raise ValueError(f"method.scale: must be positive, got {scale!r}")
         self.distill, self.meta, self.private_bn, self.conv = bool(distill), meta, private_bn, conv
-        self.meta_roles = None if meta_roles is None else meta_roles_arg(meta_roles)
+        self.meta_roles = meta_roles if meta_roles in (None, AUTO_META_ROLES) else meta_roles_arg(meta_roles)
         self.scale = float(scale)
         self.encodings = check_encodings(encodings, self.resolutions)
         self.layers = "san" if conv == "meta" else "private_conv"
@@ -65,12 +71,13 @@ class SAN(Method):
     def backward_calls(self) -> int:
         return len(self.resolutions)
 
-    def layer_kwargs(self) -> dict:
+    def layer_kwargs(self, backbone: str | None = None) -> dict:
         if self.conv == "private":
             return {"private_bn": self.private_bn}
         kwargs = {"meta": self.meta, "scale": self.scale, "private_bn": self.private_bn}
-        if self.meta_roles is not None:
-            kwargs["meta_roles"] = self.meta_roles if isinstance(self.meta_roles, str) else list(self.meta_roles)
+        roles = PAPER_META_ROLES.get(backbone) if self.meta_roles == AUTO_META_ROLES else self.meta_roles
+        if roles is not None:
+            kwargs["meta_roles"] = roles if isinstance(roles, str) else list(roles)
         if self.encodings is not None:
             kwargs["encodings"] = list(self.encodings)
         return kwargs

@@ -1,42 +1,27 @@
-"""Backbone registry and the one function that builds a switchable network from its spec."""
+"""Backbones (registered in their modules, :mod:`.registry`) and the one function that builds a
+switchable network from its spec."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
+from ..layers.contracts import SwitchableLeaf
 from ..layers.factory import build_layers
 from ..layers.quant import QuantLayers, check_quant_spec
 from ..switch import SwitchState
-from .mobilenet import mobilenetv1, mobilenetv2
-from .preresnet import preresnet18, preresnet20
-from .resnet import resnet18, resnet20, resnet50
+from . import mobilenet, preresnet, resnet, vgg  # noqa: F401  (each registers its backbones)
+from .registry import (
+    BACKBONES,
+    build_backbone,
+    check_min_resolution,
+    list_backbones,
+    register_backbone,
+    torchvision_name,
+)
 from .switchable import SwitchableNet
-from .vgg import vgg16
-
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "resnet18": resnet18,
-    "resnet50": resnet50,
-    "resnet20": resnet20,
-    "preresnet18": preresnet18,
-    "preresnet20": preresnet20,
-    "mobilenetv2": mobilenetv2,
-    "mobilenetv1": mobilenetv1,
-    "vgg16": vgg16,
-}
-
-# backbones whose plain version is torchvision's: name -> torchvision.models constructor name
-TORCHVISION_NAMES = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenetv2": "mobilenet_v2",
-                     "vgg16": "vgg16_bn"}
-
-
-def build_backbone(name: str, layers, **kwargs) -> nn.Module:
-    if name not in BACKBONES:
-        raise ValueError(f"model.name: unknown {name!r}; choose one of {sorted(BACKBONES)}")
-    return BACKBONES[name](layers, **kwargs)
 
 
 def build_switchable(
@@ -95,10 +80,11 @@ def load_plain_weights(net: SwitchableNet, state_dict: dict[str, torch.Tensor]) 
         )
     plain_modules = dict(plain.named_modules())
     for name, module in net.net.named_modules():
-        if hasattr(module, "load_plain"):
+        if isinstance(module, SwitchableLeaf):
             module.load_plain(plain_modules[name])
         elif name in plain_modules and not any(True for _ in module.children()):
             module.load_state_dict(plain_modules[name].state_dict())
 
 
-__all__ = ["BACKBONES", "TORCHVISION_NAMES", "SwitchableNet", "build_backbone", "build_switchable", "load_plain_weights"]
+__all__ = ["BACKBONES", "SwitchableNet", "build_backbone", "build_switchable", "check_min_resolution", "list_backbones",
+           "load_plain_weights", "register_backbone", "torchvision_name"]

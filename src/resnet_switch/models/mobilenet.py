@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
 from .channels import check_width_mult, make_divisible
+from .registry import register_backbone
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
@@ -134,9 +135,11 @@ def init_mobilenet(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+@register_backbone("mobilenetv2", torchvision="mobilenet_v2")
 def mobilenetv2(layers: PlainLayers, **kwargs) -> MobileNetV2:
     return MobileNetV2(layers, **kwargs)
 
 
+@register_backbone("mobilenetv1")
 def mobilenetv1(layers: PlainLayers, **kwargs) -> MobileNetV1:
     return MobileNetV1(layers, **kwargs)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
 from .channels import check_width_mult
+from .registry import register_backbone
 
 
 class BasicBlock(nn.Module):
@@ -131,14 +132,17 @@ def init_resnet(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+@register_backbone("resnet18", torchvision="resnet18")
 def resnet18(layers: PlainLayers, **kwargs) -> ResNet:
     return ResNet(layers, BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], **kwargs)
 
 
+@register_backbone("resnet50", torchvision="resnet50")
 def resnet50(layers: PlainLayers, **kwargs) -> ResNet:
     return ResNet(layers, Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], **kwargs)
 
 
+@register_backbone("resnet20")
 def resnet20(layers: PlainLayers, base_width: int = 16, **kwargs) -> ResNet:
     """CIFAR ResNet-20 (3 stages x 3 basic blocks, 16/32/64 channels, 1x1 projection shortcuts)."""
     kwargs.setdefault("small_input", True)

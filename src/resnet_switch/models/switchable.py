@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..layers.contracts import replace_leaves_by_plain
 from ..switch import SubnetConfig, SwitchState
 
 
@@ -64,19 +65,12 @@ class SwitchableNet(nn.Module):
     def materialize(self, config: SubnetConfig | None = None, bn_mode: str | None = None) -> nn.Module:
         """A plain ``nn.Module`` (no switch) equal to this network in eval mode at ``config``.
 
-        Every switchable layer is replaced by its ``to_plain()`` result (BN chosen, interpolated or
-        calibrated; generated kernels baked in; widths sliced).
+        Every :class:`~resnet_switch.layers.contracts.SwitchableLeaf` is replaced by its
+        ``to_plain()`` result (BN chosen, interpolated or calibrated; generated kernels baked in;
+        widths sliced).
         """
         config = self.state.config if config is None else config
         with self.switch(config, bn_mode):
             plain = copy.deepcopy(self.net)
-            _replace_switchable(plain)
+            replace_leaves_by_plain(plain)
         return plain.eval()
-
-
-def _replace_switchable(module: nn.Module) -> None:
-    for name, child in list(module.named_children()):
-        if hasattr(child, "to_plain"):
-            setattr(module, name, child.to_plain())
-        else:
-            _replace_switchable(child)

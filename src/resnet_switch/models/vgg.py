@@ -20,10 +20,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
+from .registry import register_backbone
 
 # channels of the 3x3 convs of each stage (VGG config "D")
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 POOLED_SIZE = 7  # the classifier sees a 7x7 map whatever the input size (adaptive average pool)
+MIN_RESOLUTION = 32  # five 2x2 max-pools: a smaller input vanishes before the classifier
 
 
 class VGG(nn.Module):
@@ -64,6 +66,10 @@ class VGG(nn.Module):
         init_vgg(self)
 
     def forward(self, x: Tensor) -> Tensor:
+        if min(x.shape[-2:]) < MIN_RESOLUTION:
+            raise ValueError(f"data.resolutions: VGG-16 needs inputs of at least {MIN_RESOLUTION} px (five 2x2 "
+                             f"max-pools), got {tuple(x.shape[-2:])}; use resolutions >= {MIN_RESOLUTION}, "
+                             f"e.g. data.resolutions=[64,48,32]")
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
@@ -83,6 +89,7 @@ def init_vgg(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+@register_backbone("vgg16", torchvision="vgg16_bn", min_resolution=MIN_RESOLUTION)
 def vgg16(layers: PlainLayers, **kwargs) -> VGG:
     """VGG-16-BN (``torchvision.models.vgg16_bn``'s architecture and keys with plain layers)."""
     return VGG(layers, VGG16_STAGES, **kwargs)

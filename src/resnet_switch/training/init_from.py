@@ -1,9 +1,9 @@
-"""Fine-tuning from a switchable checkpoint: ``model.init_from=CKPT``.
+"""Fine-tuning from a switchable checkpoint: ``model.init.ckpt=CKPT``.
 
 The target network (built for this run's method, backbone and data) takes every tensor of the
 checkpoint's network, layer by layer, so every switchable part is kept: private BN sets, SAN's
 kernel generators, slimmable full-width weights and the stored (recalibrated) BN statistics. The
-classifier is replaced by a fresh one when the class count differs (or ``init_classifier=replace``).
+classifier is replaced by a fresh one when the class count differs (or ``model.init.classifier=replace``).
 Training then starts fresh (new optimizer, schedule, epoch 0): this is not a resume (``ckpt_path``),
 and unlike ``model.pretrained`` (a plain torchvision state dict copied into every set) it reads a
 ``resnet_switch.train`` checkpoint with its switchable structure.
@@ -18,7 +18,7 @@ What fits (anything else is refused with one line naming the field to change):
   same layer settings (``divisor``, SAN's ``meta``, ``meta_roles``, ``scale``);
 - resolutions: a per-resolution BN set of the target takes the checkpoint's set of the same
   resolution, so every target resolution must be one of the checkpoint's, unless
-  ``init_bn_mode=nearest|interpolate`` builds the missing sets from the checkpoint's (nearest set,
+  ``model.init.bn_mode=nearest|interpolate`` builds the missing sets from the checkpoint's (nearest set,
   or RS-Net sec. 4.3 linear interpolation of the two neighbours). A plain source BN fills every set;
   a shared target BN (``private_bn=false``) takes the set of the target's highest resolution.
   SAN's generators and slimmable layers hold no per-resolution tensors: any resolutions fit.
@@ -44,6 +44,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers.calibration import calibratable_layers
+from ..layers.contracts import SwitchableLeaf
 from ..layers.private_bn import PrivateBatchNorm2d
 from ..models.switchable import SwitchableNet
 from ..switch import BNBlend, SubnetConfig, SwitchState, interpolation_blend
@@ -71,13 +72,13 @@ def init_from_checkpoint(net: SwitchableNet, path: str | os.PathLike, method_nam
     statistics of any other configuration would go stale as soon as the weights move. ``None``
     keeps them all (the copied network then equals the checkpoint's everywhere)."""
     if bn_mode not in INIT_BN_MODES:
-        raise ConfigError(f"model.init_bn_mode: unknown {bn_mode!r}; choose null, nearest or interpolate")
+        raise ConfigError(f"model.init.bn_mode: unknown {bn_mode!r}; choose null, nearest or interpolate")
     if classifier not in CLASSIFIER_POLICIES:
-        raise ConfigError(f"model.init_classifier: unknown {classifier!r}; choose auto or replace")
+        raise ConfigError(f"model.init.classifier: unknown {classifier!r}; choose auto or replace")
     try:
         ckpt = load_checkpoint(path)
     except CheckpointError as err:
-        raise CheckpointError(str(err).replace("ckpt:", "model.init_from:", 1)) from None
+        raise CheckpointError(str(err).replace("ckpt:", "model.init.ckpt:", 1)) from None
     meta = ckpt[CHECKPOINT_KEY]
     src_spec, src_method = dict(meta["net"]), meta["method"]["name"]
     check_fits(src_spec, net.spec, src_method, method_name, bn_mode)
@@ -108,7 +109,7 @@ def init_from_checkpoint(net: SwitchableNet, path: str | os.PathLike, method_nam
 def check_fits(src: dict[str, Any], tgt: dict[str, Any], src_method: str, tgt_method: str,
                bn_mode: str | None) -> None:
     """One-line ``ConfigError`` when a checkpoint's network spec ``src`` cannot initialise ``tgt``."""
-    where = "model.init_from: the checkpoint's"
+    where = "model.init.ckpt: the checkpoint's"
     if src["name"] != tgt["name"]:
         raise ConfigError(f"{where} backbone is {src['name']}, this run's model.name={tgt['name']}; "
                           f"use model={src['name']}")
@@ -142,7 +143,7 @@ def check_fits(src: dict[str, Any], tgt: dict[str, Any], src_method: str, tgt_me
                           f"{tgt['resolutions']}; use data.resolutions={src['resolutions']}")
     if bn_mode is None:
         raise ConfigError(f"{where} private BN sets are for resolutions {src['resolutions']}, this run trains "
-                          f"{missing} too; use data.resolutions within them, or model.init_bn_mode=interpolate "
+                          f"{missing} too; use data.resolutions within them, or model.init.bn_mode=interpolate "
                           "(or nearest) to build the missing sets from the checkpoint's")
 
 
@@ -164,12 +165,12 @@ def classifier_name(net: SwitchableNet) -> str:
 
 # --------------------------------------------------------------------------- the copying
 def layer_units(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    """``(name, layer)`` for every layer holding state: switchable layers (with ``to_plain``) as
+    """``(name, layer)`` for every layer holding state: switchable layers (:class:`SwitchableLeaf`) as
     one unit, other modules with their own parameters or buffers; containers are walked."""
     for name, child in module.named_children():
         full = f"{prefix}{name}"
         own = any(True for _ in child.parameters(recurse=False)) or any(True for _ in child.buffers(recurse=False))
-        if hasattr(child, "to_plain") or own:
+        if isinstance(child, SwitchableLeaf) or own:
             yield full, child
         else:
             yield from layer_units(child, f"{full}.")
@@ -193,7 +194,7 @@ def transfer_layers(source: SwitchableNet, target: SwitchableNet, skip: set[str]
             continue
         src = src_layers.get(name)
         if src is None:
-            raise ConfigError(f"model.init_from: the checkpoint has no layer {name}; it was built differently")
+            raise ConfigError(f"model.init.ckpt: the checkpoint has no layer {name}; it was built differently")
         if is_bn(src) and is_bn(tgt) and (type(src) is not type(tgt) or src_res != tgt_res):
             copied += copy_bn_by_resolution(src, source.state, tgt, tgt_res, bn_mode)
             remapped += 1
@@ -201,7 +202,7 @@ def transfer_layers(source: SwitchableNet, target: SwitchableNet, skip: set[str]
         src_state, tgt_state = src.state_dict(), tgt.state_dict()
         if type(src) is not type(tgt) or any(
                 k not in src_state or not _same_shape(src_state[k], v) for k, v in tgt_state.items()):
-            raise ConfigError(f"model.init_from: layer {name} is {_describe(src)} in the checkpoint and "
+            raise ConfigError(f"model.init.ckpt: layer {name} is {_describe(src)} in the checkpoint and "
                               f"{_describe(tgt)} here; their parameters do not map")
         tgt.load_state_dict(src_state)
         copied += sum(isinstance(v, torch.Tensor) for v in tgt_state.values())

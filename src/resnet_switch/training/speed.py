@@ -1,7 +1,7 @@
 """Speed options of training: ``memory_format=auto|contiguous|channels_last`` and ``compile=true``.
 
 ``auto`` (the default) picks ``channels_last`` on the CPU, where oneDNN's NHWC convolutions make a
-training step cheaper (ResNet-20 RS-Net/SAN: about a quarter less CPU time per step, README), and
+training step cheaper, and
 ``contiguous`` on CUDA (ask for ``channels_last`` there with AMP). It also picks ``contiguous`` for a
 network with a 1x1 stride-2 conv of fewer than 8 input channels: PyTorch 2.14.1's oneDNN corrupts
 the heap in that conv's NHWC weight gradient (e.g. ``model.base_width=4``).
