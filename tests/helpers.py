@@ -175,3 +175,35 @@ class FirstBatchProbe(Callback):
         with torch.autocast(self.images.device.type, enabled=False), net.switch(self.config):
             logits = net(self.images)
         return float(torch.nn.functional.cross_entropy(logits.float(), self.targets))
+
+
+def assert_crash_then_resume_is_exact(make_cfg, tmp_path: Path, overrides: list[str], crash_step: int,
+                                      epoch: int, batches: int, total_steps: int) -> None:
+    """Train ``overrides`` straight, and again with a crash after global step ``crash_step`` (epoch
+    ``epoch``, ``batches`` into it) then ``ckpt_path=last``: the resumed run returns the same final
+    metrics and ends with the same weights, bit for bit. ``make_cfg(run_dir, *overrides)`` composes."""
+    from resnet_switch.pipeline import train
+    from resnet_switch.training.checkpointing import load_checkpoint
+
+    def last(run_dir: Path) -> dict:
+        return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+    straight = train(make_cfg(tmp_path / "straight", *overrides))
+    crashed = tmp_path / "crashed"
+    try:
+        train(make_cfg(crashed, *overrides, "+callbacks.crash._target_=tests.helpers.CrashAtStep",
+                       f"+callbacks.crash.step={crash_step}"))
+        raise AssertionError(f"the run did not crash at step {crash_step}")
+    except TrainingCrash:
+        pass
+    ckpt = last(crashed)
+    assert ckpt["global_step"] == crash_step and ckpt["epoch"] == epoch
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": epoch, "batches": batches}]
+    assert "rng_states" in ckpt
+    resumed = train(make_cfg(crashed, *overrides, "ckpt_path=last"))
+    assert resumed == straight  # the final metric per configuration, exactly
+    a, b = last(tmp_path / "straight"), last(crashed)
+    assert a["global_step"] == b["global_step"] == total_steps
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)

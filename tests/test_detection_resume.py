@@ -1,13 +1,7 @@
 """Detection resumes exactly like classification: a run killed mid-epoch and resumed with
 ``ckpt_path=last`` ends with the weights of an uninterrupted run, bit for bit."""
 
-import pytest
-import torch
-
-from resnet_switch.train import train
-from resnet_switch.training.checkpointing import load_checkpoint
-
-from .helpers import TrainingCrash
+from .helpers import assert_crash_then_resume_is_exact
 from .test_detection_train import compose_train
 
 # MutualNet-style detection (a random width and random sizes per step, BN post-statistics), 6 images of
@@ -22,24 +16,7 @@ RUN = [
 ]
 
 
-def _ckpt(run_dir):
-    return load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-
-
 def test_detection_crash_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    straight = train(compose_train(tmp_path / "straight", *RUN))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(TrainingCrash):
-        train(compose_train(crashed, *RUN, "+callbacks.crash._target_=tests.helpers.CrashAtStep",
-                            "+callbacks.crash.step=4"))
-    ckpt = _ckpt(crashed)
-    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1  # epoch 1, after its 1st of 3 batches
-    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 1}]
-    assert "rng_states" in ckpt
-    resumed = train(compose_train(crashed, *RUN, "ckpt_path=last"))
-    assert resumed == straight  # final AP per configuration, exactly
-    a, b = _ckpt(tmp_path / "straight"), _ckpt(crashed)
-    assert a["global_step"] == b["global_step"] == 6
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    # the crash comes after step 4: epoch 1, after its 1st of 3 batches; 6 steps in all
+    assert_crash_then_resume_is_exact(compose_train, tmp_path, RUN,
+                                      crash_step=4, epoch=1, batches=1, total_steps=6)

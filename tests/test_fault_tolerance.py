@@ -11,7 +11,7 @@ from resnet_switch.train import train
 from resnet_switch.training.checkpointing import load_checkpoint
 from resnet_switch.training.finite_guard import FiniteGuard, NonFiniteLossError
 
-from .helpers import TrainingCrash, tiny_cfg
+from .helpers import assert_crash_then_resume_is_exact, tiny_cfg
 
 STEPS = ["callbacks.last_checkpoint.every_n_train_steps=1"]  # 64 samples / batch 16: 4 steps per epoch
 
@@ -68,21 +68,8 @@ def test_crash_mid_epoch_then_resume_matches_an_uninterrupted_run(method, tmp_pa
     extra = [f"method={method}", "trainer.max_epochs=2", "trainer.deterministic=true", *STEPS]
     if method == "mutualnet":
         extra += ["method.width_range=[0.5,1.0]", "calibration_samples=16"]
-    straight = train(tiny_cfg(tmp_path / "straight", *extra))
-    crashed = tmp_path / "crashed"
-    with pytest.raises(TrainingCrash):
-        train(tiny_cfg(crashed, *extra, "+callbacks.crash._target_=tests.helpers.CrashAtStep",
-                       "+callbacks.crash.step=6"))
-    ckpt = _ckpt(crashed)
-    assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1  # epoch 1, after its 2nd of 4 batches
-    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
-    assert "rng_states" in ckpt
-    resumed = train(tiny_cfg(crashed, *extra, "ckpt_path=last"))
-    assert resumed == straight  # final val accuracy per configuration, exactly
-    a, b = _ckpt(tmp_path / "straight"), _ckpt(crashed)
-    assert a["global_step"] == b["global_step"] == 8
-    for key, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    # the crash comes after step 6: epoch 1, after its 2nd of 4 batches; 8 steps in all
+    assert_crash_then_resume_is_exact(tiny_cfg, tmp_path, extra, crash_step=6, epoch=1, batches=2, total_steps=8)
 
 
 def test_nan_loss_stops_with_step_and_configuration_and_keeps_the_last_good_checkpoint(tmp_path):
