@@ -69,6 +69,8 @@ EVALUATE_CASES = [
     (["ckpt=/etc/hostname"], "ckpt"),
     (["ckpt=/etc/hostname", "test_resolutions=[16,32]"], "test_resolutions"),
     (["ckpt=/etc/hostname", "bn_mode=magic"], "bn_mode"),
+    (["ckpt=/etc/hostname", "batch_size=8"], "batch_size: renamed; use data.batch_size=N"),
+    (["ckpt=/etc/hostname", "num_workers=2"], "num_workers: renamed; use data.num_workers=N"),
 ]
 
 

@@ -226,8 +226,8 @@ def eval_cfg(*overrides):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("evaluate", overrides=["device=cpu", "calibration_samples=8", "batch_size=8",
-                                              "num_workers=0", "+data.name=synthetic", "+data.val_samples=8",
+        return compose("evaluate", overrides=["device=cpu", "calibration_samples=8", "data.batch_size=8",
+                                              "data.num_workers=0", "+data.name=synthetic", "+data.val_samples=8",
                                               *overrides])
 
 

@@ -38,3 +38,19 @@ def test_checkpoints_with_the_same_label_keep_their_own_rows(tmp_path, monkeypat
         ("parallel resnet20 @16-12 (private.ckpt)", 74.0, 78.0, 91.0),
         ("parallel resnet20 @16-12 (shared.ckpt)", 64.0, 68.0, 81.0),
     ]
+
+
+def _eval_cfg(*overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("evaluate", overrides=["ckpt=x.ckpt", "device=cpu", *overrides])
+
+
+def test_data_settings_are_spelled_as_in_train_and_null_keeps_the_training_runs():
+    meta = {"run": {"data": {"_target_": "resnet_switch.data.datamodule.MultiResDataModule", "name": "synthetic",
+                             "resolutions": [16, 12], "batch_size": 64, "num_workers": 0, "val_samples": 8}},
+            "net": {"resolutions": [16, 12]}}
+    kept = evaluate_module.build_eval_datamodule(meta, _eval_cfg(), [16, 12])
+    assert (kept.batch_size, kept.num_workers) == (64, 0)
+    changed = evaluate_module.build_eval_datamodule(meta, _eval_cfg("data.batch_size=8", "data.num_workers=1"), [16])
+    assert (changed.batch_size, changed.num_workers, list(changed.test_resolutions)) == (8, 1, [16])

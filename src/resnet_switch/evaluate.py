@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .cli.overrides import CONF_DIR, check_overrides, parse_hydra_args
+from .cli.overrides import CONF_DIR, EVALUATE_RENAMED_KEYS, check_overrides, check_renamed, parse_hydra_args
 from .deploy.runtime import pick_device
 from .errors import ConfigError, user_errors
 from .evaluation import query_table as qt
@@ -47,12 +47,10 @@ def checkpoint_label(meta: dict[str, Any]) -> str:
 def build_eval_datamodule(meta: dict[str, Any], cfg: DictConfig, test_resolutions):
     data = dict(meta["run"]["data"])
     data.pop("resolutions", None)
-    data.update(OmegaConf.to_container(cfg.data, resolve=True) or {})
+    overrides = OmegaConf.to_container(cfg.data, resolve=True) or {}
+    data.update({key: value for key, value in overrides.items() if value is not None})
     data["train_resolutions"] = meta["net"]["resolutions"]
     data["test_resolutions"] = list(test_resolutions)
-    for key in ("batch_size", "num_workers"):
-        if cfg.get(key) is not None:
-            data[key] = cfg[key]
     return instantiate(data, _convert_="all")
 
 
@@ -344,6 +342,7 @@ def main() -> None:
 
     args = parse_hydra_args(sys.argv[1:])
     with user_errors():
+        check_renamed(args.overrides, EVALUATE_RENAMED_KEYS)
         if args.composes_a_run and not args.multirun:
             check_overrides(args.overrides, "evaluate", [CONF_DIR, *args.config_dirs])
     _hydra_main()

@@ -68,15 +68,20 @@ RENAMED_KEYS = {
     "model.init_classifier": ("model.init.classifier", "auto|replace"),
     "model.san_meta_roles": ("method.meta_roles", "auto|all|[body,shortcut]"),
 }
+# evaluate spells the data settings it overrides as train does
+EVALUATE_RENAMED_KEYS = {
+    "batch_size": ("data.batch_size", "N"),
+    "num_workers": ("data.num_workers", "N"),
+}
 
 
-def check_renamed(overrides: Sequence[str]) -> None:
-    """``model.init_from=...`` and the other retired keys of :data:`RENAMED_KEYS` -> one-line
-    :class:`ConfigError` naming the spelling to use."""
+def check_renamed(overrides: Sequence[str], renamed: dict[str, tuple[str, str]] = RENAMED_KEYS) -> None:
+    """``model.init_from=...`` and the other retired keys of ``renamed`` (old key -> (new key,
+    example value)) -> one-line :class:`ConfigError` naming the spelling to use."""
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")
-        if key in RENAMED_KEYS:
-            new_key, value = RENAMED_KEYS[key]
+        if key in renamed:
+            new_key, value = renamed[key]
             raise ConfigError(f"{key}: renamed; use {new_key}={value}")
 
 
