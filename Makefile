@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export WANDB_MODE ?= offline
 
-.PHONY: install train test test-slow lint bench gpu-check docs experiments clean
+.PHONY: install train train-seeds test test-slow lint bench gpu-check device-bundle docs experiments clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,8 +15,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-train: $(STAMP)  ## main job: RS-Net on the embedded synthetic data (ARGS="method=san ...")
-	$(BIN)/python -m resnet_switch.train $(ARGS)
+# make train's run folder: RUN_DIR=... to choose it (one date per make call)
+ifeq ($(RUN_DIR),)
+RUN_DIR := outputs/main/$(shell date +%Y-%m-%d_%H-%M-%S)
+endif
+INET32  := method=individual data.resolutions=[32] data.test_resolutions=[32,28,24,20,16]
+
+train: $(STAMP)  ## main job: RS-Net on the embedded data, and at the same budget the I-Net at 32 px; one table + plot of both (ARGS="seed=1 ..." go to both)
+	$(BIN)/python -m resnet_switch.train $(ARGS) hydra.run.dir=$(RUN_DIR)/switchable
+	$(BIN)/python -m resnet_switch.train $(ARGS) $(INET32) hydra.run.dir=$(RUN_DIR)/inet32
+	$(BIN)/python -m resnet_switch.report $(RUN_DIR) table=wide out=$(RUN_DIR)/report.md \
+	    plot=$(RUN_DIR)/top1_vs_resolution.png title="make train: the switchable net and the I-Net at 32 px"
+
+train-seeds: $(STAMP)  ## the main job for seeds 0..4 and its report over seeds (experiments/main_job)
+	bash experiments/main_job/run.sh $(ARGS)
 
 test: $(STAMP)  ## fast tests
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
@@ -32,6 +44,9 @@ bench: $(STAMP)  ## the headline benchmarks (1 thread)
 
 gpu-check: $(STAMP)  ## every CUDA path in one go, ~8 min on one GPU (docs/benchmarks.md "GPU check"); skipped without CUDA
 	PY=$(BIN)/python bash tools/gpu_check.sh $(ARGS)
+
+device-bundle:  ## .device/wheels: what the lent GPU machines' image lacks, cp312 wheels (docs/benchmarks.md "GPU check")
+	PY=$(PY) bash tools/device_bundle.sh
 
 docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site

@@ -110,7 +110,10 @@ def test_a_leaf_must_implement_the_contract():
 BACKBONE_KWARGS = {"resnet18": {"width_mult": 0.25}, "resnet50": {"width_mult": 0.125},
                    "resnet20": {"base_width": 4}, "preresnet18": {}, "preresnet20": {"base_width": 4},
                    "mobilenetv2": {"width_mult": 0.25}, "mobilenetv1": {"width_mult": 0.25},
-                   "vgg16": {"hidden": 16}}
+                   "vgg16": {"hidden": 16},
+                   # converted library models (models/surgery.py): no slimmable widths, no LQ
+                   "torchvision": {"arch": "resnet18"}, "timm": {"arch": "resnet18"}}
+CONVERTED = ("torchvision", "timm")
 # one method per factory (the factory it asks for is checked below): the train command's path
 FACTORY_METHODS = {"plain": ("parallel", {"private_bn": False}), "private_bn": ("rsnet", {}), "san": ("san", {}),
                    "private_conv": ("san", {"conv": "private"}), "slimmable": ("usnet", {}),
@@ -132,6 +135,14 @@ def test_every_backbone_with_every_factory_runs_or_is_refused_in_one_line(backbo
     method = build_method(method_name, resolutions, **method_kwargs)
     assert method.layers == factory.removesuffix("_per_width_bn")
     kwargs = BACKBONE_KWARGS[backbone]
+    if backbone == "timm":
+        pytest.importorskip("timm", reason="timm is an optional extra: pip install -e '.[timm]'")
+    if backbone in CONVERTED and (quant is not None or method.layers == "slimmable"):
+        with pytest.raises(ValueError) as refused:
+            build_net_for_method(method, backbone, num_classes=10, quant=quant, **kwargs)
+        message = str(refused.value)
+        assert "\n" not in message and message.startswith("quant: " if quant is not None else "method: ")
+        return
     if quant is not None and method.layers not in QUANTIZABLE_LAYERS:
         with pytest.raises(ValueError) as refused:
             check_quant_method(method, quant)

@@ -260,15 +260,45 @@ def test_metadata_available_before_setup():
 
 
 def test_synthetic_is_deterministic_per_seed_split_index():
-    a, b = SyntheticScaleDataset(20, "train", seed=0), SyntheticScaleDataset(20, "train", seed=0)
+    a, b = SyntheticScaleDataset(20, "train", image_seed=0), SyntheticScaleDataset(20, "train", image_seed=0)
     x, y = a[7]
     assert x.dtype == torch.uint8 and x.shape == (3, 64, 64) and y == 7
     assert torch.equal(a[7][0], b[7][0]) and torch.equal(a[7][0], a[7][0])
-    assert not torch.equal(a[7][0], SyntheticScaleDataset(20, "val", seed=0)[7][0])
-    assert not torch.equal(a[7][0], SyntheticScaleDataset(20, "train", seed=1)[7][0])
+    assert not torch.equal(a[7][0], SyntheticScaleDataset(20, "val", image_seed=0)[7][0])
+    assert not torch.equal(a[7][0], SyntheticScaleDataset(20, "train", image_seed=1)[7][0])
     assert not torch.equal(a[7][0], a[17][0])  # same class, different sample
     assert len(a.classes) == 10 and a.classes[0] == "disc/v-stripes" and a.classes[1] == "disc/h-stripes"
     assert SyntheticScaleDataset(4, native_size=96)[0][0].shape == (3, 96, 96)
+
+
+def test_synthetic_images_follow_image_seed_not_the_run_seed():
+    """``seed=`` draws crops and order over the same images; ``data.synthetic.image_seed`` draws a
+    disjoint set (the transfer experiment's target: other class count, other image seed)."""
+    def base_images(**kwargs):
+        dm = MultiResDataModule("synthetic", train_resolutions=[16], train_samples=150, **kwargs)
+        return dm._dataset("train").dataset
+
+    run0, run1 = base_images(seed=0), base_images(seed=1)
+    assert all(torch.equal(run0[i][0], run1[i][0]) for i in (0, 7, 149))
+    source = torch.stack([run0[i][0] for i in range(150)]).flatten(1)
+    target_set = base_images(synthetic={"num_classes": 15, "image_seed": 1})
+    target = torch.stack([target_set[i][0] for i in range(150)]).flatten(1)
+    identical = (source[:, None, :] == target[None, :, :]).all(-1)
+    assert not identical.any()
+    same_seed = base_images(synthetic={"num_classes": 15})  # the old transfer target: shared renders
+    shared = torch.stack([same_seed[i][0] for i in range(150)]).flatten(1)
+    assert (source[:, None, :] == shared[None, :, :]).all(-1).any()
+
+
+def test_synthetic_cache_returns_the_same_images():
+    cached, fresh = SyntheticScaleDataset(6, cache_mb=1), SyntheticScaleDataset(6, cache_mb=0)
+    first = [cached[i][0] for i in range(6)]
+    first[0].zero_()  # a caller writing into what it got must not change the cache
+    assert all(torch.equal(cached[i][0], fresh[i][0]) for i in range(6))
+    assert len(cached._cache) == 6 and not fresh._cache
+    assert SyntheticScaleDataset(6, cache_mb=2 * 3 * 64 * 64 / 2**20)._cache_capacity == 2  # two 3x64x64 images
+    with pytest.raises(ValueError, match="cache_mb"):
+        SyntheticScaleDataset(6, cache_mb=-1)
 
 
 def test_synthetic_fine_cue_fades_with_resolution():

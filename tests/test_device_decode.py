@@ -130,11 +130,12 @@ def test_deferred_batches_cross_worker_processes(tmp_path, gpu_decode_on_cpu):
         assert torch.equal(a.targets, b.targets) and torch.equal(a._source, b._source)
 
 
-def test_without_cuda_device_decode_is_the_worker_path(tmp_path, caplog):
+def test_without_cuda_device_decode_is_the_worker_path(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(datamodule_module, "device_decode_available", lambda: False)  # no GPU, also on a GPU machine
     make_folder(tmp_path)
     with caplog.at_level(logging.INFO):
         device = datamodule(tmp_path, "device")
-    assert not device.decode_on_device  # this machine has no GPU
+    assert not device.decode_on_device
     assert sum("data.decode=device: no CUDA device" in r.getMessage() for r in caplog.records) == 1
     worker = datamodule(tmp_path, "worker")
     for (kind_a, a), (kind_b, b) in zip(epoch_batches(device), epoch_batches(worker)):
@@ -231,11 +232,11 @@ def test_bench_loader_reports_images_per_second(capsys):
     from resnet_switch import bench
 
     bench.main(["loader", "images=8", "distinct=2", "image_size=[64,48]", "batch_size=4", "workers=0", "epochs=2",
-                "warmup=1", "resolutions=[32,16]"])
+                "warmup=1", "resolutions=[32,16]", "device=cpu"])
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["worker_batches"] == result["device_batches"] == 3  # 2 epochs x 2 batches, 1 untimed
     assert result["worker_img_s"] > 0 and result["device_img_s"] > 0
-    assert result["device_fallback"] is True and "device_vs_worker" not in result  # no GPU here
+    assert result["device_fallback"] is True and "device_vs_worker" not in result  # device=cpu: the worker path
     with pytest.raises(ValueError, match="^images: 8 images make 2 batches"):
         bench_loader.check_options(dict(bench_loader.DEFAULTS, images=8, batch_size=4, epochs=1, warmup=2))
 

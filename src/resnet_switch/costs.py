@@ -7,6 +7,7 @@ MAdds, parameters, model size in bits and bit-operations (BOPs) per configuratio
     python -m resnet_switch.costs model=resnet18 resolutions=[224,192,160,128,96] \
         [widths=[1.0,0.75]] [num_classes=1000] [in_channels=3] [format=md|csv] \
         [quant=lq quant.weight_bits=2 quant.act_bits=2]
+    python -m resnet_switch.costs model=torchvision model.arch=efficientnet_b0 resolutions=[224]
 
 The quantizer settings are spelled as in ``train`` (``quant.weight_bits``); the retired ``weight_bits=``
 and ``act_bits=`` are refused with a hint.
@@ -20,6 +21,7 @@ from .cli.options import QUANT_RENAMED, check_choice, parse_options, run_tool
 from .evaluation.costs import cost_table, human
 from .layers.quant import QUANTIZERS, quant_spec_from_config
 from .models import BACKBONES
+from .models.surgery import is_converted
 
 DEFAULTS = {
     "model": None,  # required: a backbone name
@@ -28,6 +30,9 @@ DEFAULTS = {
     "num_classes": 1000,
     "in_channels": 3,
     "format": "md",
+    "model.arch": None,  # model=torchvision|timm: the architecture (torchvision.models / timm name)
+    "model.kwargs": {},  # model=torchvision|timm: extra constructor arguments
+    "model.small_input": False,  # model=torchvision|timm: stride-1 stem, no stem max-pool (docs/switchify.md)
     "quant": "none",  # a registered quantizer: none | lq
     "quant.weight_bits": 2,  # quant=lq: 1..4, 32 = float weights
     "quant.act_bits": 2,  # quant=lq: 1..4, 32 = float activations
@@ -49,6 +54,18 @@ def format_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def converted_model_kwargs(opts: dict) -> dict:
+    """``arch``, ``kwargs``, ``small_input`` for a converted model (``model=torchvision|timm``); ``{}``
+    for our backbones, which take none of them."""
+    keys = ("arch", "kwargs", "small_input")
+    if is_converted(opts["model"]):
+        return {key: opts[f"model.{key}"] for key in keys}
+    for key in keys:
+        if opts[f"model.{key}"] != DEFAULTS[f"model.{key}"]:
+            raise ValueError(f"model.{key}: only for model=torchvision|timm; drop it for model={opts['model']}")
+    return {}
+
+
 def main(argv: list[str]) -> None:
     opts, _ = parse_options(DEFAULTS, argv, renamed=QUANT_RENAMED)
     if opts["model"] is None:
@@ -62,7 +79,7 @@ def main(argv: list[str]) -> None:
     quant = quant_spec_from_config({"name": opts["quant"], "weight_bits": opts["quant.weight_bits"],
                                     "act_bits": opts["quant.act_bits"]})
     rows = cost_table(opts["model"], opts["resolutions"], opts["widths"], opts["num_classes"],
-                      opts["in_channels"], quant=quant)
+                      opts["in_channels"], quant=quant, **converted_model_kwargs(opts))
     print(format_csv(rows) if opts["format"] == "csv" else format_markdown(rows))
 
 

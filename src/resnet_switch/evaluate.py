@@ -8,6 +8,10 @@ with MAdds, and ``acc_vs_madds.png``.
 method's smallest to its largest in ``width_step`` steps x test resolutions, BN recalibrated per
 configuration, MAdds, parameters, CPU latency, top-1/top-5; see :mod:`resnet_switch.evaluation.query_table`),
 and with ``budget.madds=150M`` / ``budget.latency_ms=5`` prints the best configuration that fits.
+
+``adaptive=true [budget.madds=150M] [cascade.score=margin]`` runs ONE checkpoint as a cascade (each image
+stops at the cheapest configuration sure enough; thresholds fitted on held-out training images):
+``adaptive.csv``, ``adaptive.png``, ``adaptive.json`` (see :mod:`resnet_switch.evaluation.adaptive_eval`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from .deploy.runtime import pick_device
 from .errors import ConfigError, user_errors
 from .evaluation import query_table as qt
 from .evaluation.accuracy import calibrate_configs, evaluate_configs
+from .evaluation.adaptive import SCORES
+from .evaluation.adaptive_eval import run_adaptive
 from .evaluation.costs import check_widths, count_costs
 from .evaluation.reporting import markdown_table, pivot, plot_accuracy_vs_madds, write_csv
 from .evaluation.results import add_costs
@@ -122,15 +128,15 @@ def reuse_stored_statistics(net: SwitchableNet, configs, candidates=()) -> list[
     return missing
 
 
-def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: list[SubnetConfig],
-                     cfg: DictConfig, extra: dict | None = None) -> list[dict]:
-    """Rows ``{resolution, width, top1, top5, bn}`` in ``configs`` order.
+def prepare_bn(method: Method, net: SwitchableNet, datamodule, configs: list[SubnetConfig],
+               cfg: DictConfig) -> dict[SubnetConfig, tuple[str, str]]:
+    """Make every configuration's BN ready to run: ``{config: (bn_mode for net.switch, label)}``.
 
     Methods that need calibration (MutualNet, US-Net, S-Net) use exact statistics for every
     configuration (``bn_mode`` null or ``calibrate``): those stored in the checkpoint are reused
-    (``recalibrate=true``: none), the others recalibrated on ``calibration_samples`` training images.
-    Other methods: training resolutions use their own BN, unseen ones ``bn_mode`` (method default
-    when null). ``extra["ensemble"]``: the method's ensemble accuracy (RS-Net) when it has one."""
+    (``recalibrate=true``: none), the others recalibrated on ``calibration_samples`` training images
+    (labels ``stored`` / ``recalibrated``). Other methods: training resolutions use their own BN
+    (``own``), unseen ones ``bn_mode`` (method default when null; label: the mode's name)."""
     mode = inference_mode(cfg.bn_mode or ("calibrate" if method.needs_calibration else method.default_bn_mode))
     net.state.set_scale_encoding(mode.scale_encoding)  # read by SAN's scale-conditioned convs
     if method.needs_calibration and mode.recalibrates:
@@ -139,23 +145,30 @@ def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: li
             calibrate_configs(net, datamodule, missing, cfg.calibration_samples)
         print(f"BN: {len(configs) - len(missing)} configuration(s) use statistics stored in the checkpoint, "
               f"{len(missing)} recalibrated on {cfg.calibration_samples} images", flush=True)
-        rows = evaluate_configs(net, datamodule, configs, bn_mode="calibrated", limit_batches=cfg.limit_batches)
-        for row, config in zip(rows, configs):
-            row["bn"] = "recalibrated" if config in missing else "stored"
-        return rows
+        return {c: ("calibrated", "recalibrated" if c in missing else "stored") for c in configs}
     trained = set(net.state.train_resolutions)
-    own = [c for c in configs if c.resolution in trained]
     unseen = [c for c in configs if c.resolution not in trained]
     if mode.recalibrates and unseen:
         calibrate_configs(net, datamodule, unseen, cfg.calibration_samples)
+    return {c: ("nearest", "own") if c.resolution in trained else (mode.bn_mode, mode.name) for c in configs}
+
+
+def evaluate_with_bn(method: Method, net: SwitchableNet, datamodule, configs: list[SubnetConfig],
+                     cfg: DictConfig, extra: dict | None = None) -> list[dict]:
+    """Rows ``{resolution, width, top1, top5, bn}`` in ``configs`` order, BN as :func:`prepare_bn`
+    makes it. ``extra["ensemble"]``: the method's ensemble accuracy (RS-Net, over its training
+    resolutions with their own BN) when it has one."""
+    bn = prepare_bn(method, net, datamodule, configs, cfg)
+    groups: dict[str, list[SubnetConfig]] = {}
+    for config in configs:
+        groups.setdefault(bn[config][0], []).append(config)
     by_config = {}
-    for group, bn_mode, label in ((own, "nearest", "own"), (unseen, mode.bn_mode, mode.name)):
-        if group:
-            ensemble = method.ensemble if group is own else None  # RS-Net: its training resolutions
-            for row, config in zip(evaluate_configs(net, datamodule, group, bn_mode=bn_mode,
-                                                    limit_batches=cfg.limit_batches, ensemble=ensemble,
-                                                    extra=extra), group):
-                by_config[config] = {**row, "bn": label}
+    for bn_mode, group in groups.items():
+        ensemble = method.ensemble if bn_mode == "nearest" else None  # RS-Net: its training resolutions
+        for row, config in zip(evaluate_configs(net, datamodule, group, bn_mode=bn_mode,
+                                                limit_batches=cfg.limit_batches, ensemble=ensemble,
+                                                extra=extra), group):
+            by_config[config] = {**row, "bn": bn[config][1]}
     return [by_config[c] for c in configs]
 
 
@@ -212,12 +225,16 @@ def check_options(cfg: DictConfig) -> None:
         for key, least in (("latency_runs", 0), ("latency_warmup", 0), ("threads", 1)):
             if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < least:
                 raise ConfigError(f"{key}: must be an integer >= {least}, got {cfg[key]!r}")
+    if cfg.get("adaptive"):
+        adaptive_options(cfg)
 
 
 def evaluate(cfg: DictConfig) -> list[dict]:
     check_options(cfg)
     if cfg.get("query_table"):
         return query_table_job(cfg)
+    if cfg.get("adaptive"):
+        return adaptive_job(cfg)
     paths = checkpoint_paths(cfg)
     test_resolutions = resolve_test_resolutions(cfg, paths[0])
     device = pick_device(cfg.device)
@@ -329,6 +346,55 @@ def query_table_job(cfg: DictConfig) -> list[dict]:
                                   "test_resolutions": list(test_resolutions)}}
     qt.log_to_wandb(rows, plot, start=start, init_kwargs=init_kwargs)
     return rows
+
+
+# ------------------------------------------------------------------------- adaptive inference
+def adaptive_options(cfg: DictConfig) -> dict[str, Any]:
+    """The checked ``cascade.*`` settings and ``budget.madds`` of ``adaptive=true`` (one-line errors)."""
+    if cfg.get("query_table"):
+        raise ConfigError("adaptive: query_table=true and adaptive=true are two jobs; run them one at a time")
+    cascade = cfg.get("cascade") or {}
+    score = cascade.get("score", "max_softmax")
+    SCORES.get(score)
+    ensemble, store = cascade.get("ensemble", False), cascade.get("store", True)
+    for key, value in (("cascade.ensemble", ensemble), ("cascade.store", store)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    images = cascade.get("calibration_images", 2048)
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise ConfigError(f"cascade.calibration_images: must be an integer >= 1 (held-out training images), "
+                          f"got {images!r}")
+    widths = cascade.get("widths")
+    madds, latency = parse_budget(cfg)
+    if latency is not None:
+        raise ConfigError("budget.latency_ms: adaptive=true fits thresholds to a MAdds budget; use budget.madds=")
+    return {"score": score, "ensemble": ensemble, "store": store, "calibration_images": images,
+            "widths": None if widths is None else check_widths(list(widths)), "budget_madds": madds}
+
+
+def adaptive_widths(method: Method, net: SwitchableNet) -> list[float]:
+    """Default candidate widths of the cascade: the method's evaluation widths (their BN statistics
+    are stored in the checkpoint), with widths of identical channels merged; ``[1.0]`` otherwise."""
+    if not is_slimmable(net):
+        return [1.0]
+    return list(qt.unique_widths(net, sorted({c.width for c in method.eval_configs()})))
+
+
+def adaptive_job(cfg: DictConfig) -> list[dict]:
+    """Cascade inference of ONE checkpoint: :func:`resnet_switch.evaluation.adaptive_eval.run_adaptive`."""
+    paths = checkpoint_paths(cfg)
+    if len(paths) != 1:
+        raise ConfigError(f"ckpt: adaptive=true takes ONE checkpoint, got {len(paths)}")
+    options = adaptive_options(cfg)
+    test_resolutions = resolve_test_resolutions(cfg, paths[0])
+    method, net, meta = load_for_eval(paths[0], pick_device(cfg.device))
+    label = checkpoint_label(meta)
+    widths = check_eval_widths(net, options["widths"], label) if options["widths"] else adaptive_widths(method, net)
+    configs = [SubnetConfig(r, w) for w in widths for r in test_resolutions]
+    datamodule = build_eval_datamodule(meta, cfg, test_resolutions)
+    bn_modes = {c: mode for c, (mode, _) in prepare_bn(method, net, datamodule, configs, cfg).items()}
+    return run_adaptive(net, method, datamodule, configs, bn_modes, options, Path(cfg.run_dir), paths[0], label,
+                        limit_batches=cfg.limit_batches)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")

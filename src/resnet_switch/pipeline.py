@@ -10,6 +10,7 @@ W&B's finish.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +23,7 @@ from .cli.ranges import check_ranges
 from .detection import task as _detection_task  # noqa: F401  (registers task=detection)
 from .errors import ConfigError
 from .evaluation.results import publish_results
+from .evaluation.runs import default_label, write_run_info
 from .training.allocator import keep_freed_memory
 from .training.checkpointing import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from .training.instantiate import instantiate_checked, instantiate_group
@@ -92,8 +94,19 @@ def load_pretrained(cfg: DictConfig) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def run_info(cfg: DictConfig, resolutions, wall_s: float, resumed: bool) -> dict:
+    """What names this run in ``report`` tables (``run.json``, :mod:`.evaluation.runs`); ``wall_s``:
+    seconds from the start of ``train`` to its results in this process (``resumed``: it went on from a
+    checkpoint, so the time is of the last part only)."""
+    return {"label": cfg.get("label") or default_label(cfg.method.name, list(resolutions)), "seed": int(cfg.seed),
+            "task": cfg.get("task", "classification"), "method": cfg.method.name, "model": cfg.model.name,
+            "data": cfg.data.name, "resolutions": [int(r) for r in resolutions], "wall_s": round(wall_s, 1),
+            "resumed": resumed}
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then evaluate the final model per configuration; returns ``{metric@config: value}``."""
+    started = time.perf_counter()
     quiet_third_party()  # again here: sweep launchers and spawned processes call train() directly
     check_init_options(cfg)
     check_ranges(cfg)
@@ -125,5 +138,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     rows = task.results(trainer, module, parts.datamodule)
     if trainer.is_global_zero:
         publish_results(rows, run_dir, loggers, title=task.title(cfg), layout=task.layout)
+        write_run_info(run_dir, run_info(cfg, parts.method.resolutions, time.perf_counter() - started,
+                                                resumed=ckpt_path is not None))
     finish_wandb(loggers)
     return task.metrics(rows)

@@ -24,11 +24,14 @@ The LAST line of stdout is one JSON object; human lines come before it. Tasks (`
   single-resolution RandomResizedCrop. Options and keys: :mod:`resnet_switch.bench.data`.
 - ``loader``: training-loader throughput (img/s) from generated JPEGs with N workers, ``data.decode``
   worker vs device (the GPU decodes). Options and keys: :mod:`resnet_switch.bench.loader`.
+- ``adaptive``: ms per image of the cascade (``predict_adaptive``, thresholds fitted by ``evaluate
+  adaptive=true``) against the static configuration of equal accuracy, per batch size. Options and
+  keys: :mod:`resnet_switch.bench.adaptive`.
 
 ``train_step`` and ``memory`` run every contender with the same ``precision`` (32 | bf16-mixed |
 16-mixed: autocast, fp16 with a gradient scaler) and ``memory_format`` (contiguous | channels_last).
 
-``infer``, ``data`` and ``loader`` take their own options (``DEFAULTS`` of their modules). ``train_step`` and
+``infer``, ``data``, ``loader`` and ``adaptive`` take their own options (``DEFAULTS`` of their modules). ``train_step`` and
 ``memory`` spell the settings they share with ``train`` as ``train`` does: ``quant=lq quant.weight_bits=2
 quant.act_bits=2``, and ``method.<argument>=value`` for an argument of ``method`` (e.g. MutualNet's
 ``method.width_range=[0.7,1.0]``); ``compare_method`` is built with its defaults.
@@ -42,6 +45,7 @@ from collections.abc import Callable
 import torch
 
 from ..cli.options import QUANT_RENAMED, check_choice, parse_options
+from . import adaptive as bench_adaptive
 from . import data as bench_data
 from . import infer as bench_infer
 from . import loader as bench_loader
@@ -53,8 +57,9 @@ TASKS: dict[str, Callable[[dict, dict], dict]] = {
     "infer": bench_infer.infer_task,
     "data": bench_data.data_task,
     "loader": bench_loader.loader_task,
+    "adaptive": bench_adaptive.adaptive_task,
 }
-OWN_OPTIONS = {"infer": bench_infer, "data": bench_data, "loader": bench_loader}  # tasks with their own DEFAULTS / check_options
+OWN_OPTIONS = {"infer": bench_infer, "data": bench_data, "loader": bench_loader, "adaptive": bench_adaptive}  # tasks with their own DEFAULTS / check_options
 
 
 def main(argv: list[str]) -> None:

@@ -122,6 +122,8 @@ RULES: dict[str, Rule] = {
     "data.seed": Int(0),
     "data.synthetic.num_classes": Int(2, 15),
     "data.synthetic.native_size": Int(8),
+    "data.synthetic.image_seed": Int(0),
+    "data.synthetic.cache_mb": Real(0.0),
     "data.calibration_samples": Int(1),
     "data.hflip": Real(0.0, 1.0),
     # data/ of task=detection (synthetic_detection: the split's settings)

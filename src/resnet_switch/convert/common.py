@@ -233,11 +233,13 @@ class Converted:
 def build_target(target: Target):
     """``(method, net, method_kwargs, model_cfg)``: built exactly as ``resnet_switch.train`` would
     with ``method=... model=...`` and the target's overrides, so the checkpoint resumes there."""
-    from ..methods.build import backbone_kwargs, build_method_and_net
+    from ..methods.build import ModelConfig, build_method_and_net
 
     model_cfg = {k: v for k, v in config_defaults("model", target.model).items() if k != "pretrained"}
     model_cfg.update(target.model_kwargs)
-    backbone = backbone_kwargs(model_cfg)
+    if model_cfg.get("small_input") == "auto":  # published checkpoints are ImageNet networks: their stem
+        model_cfg["small_input"] = False
+    backbone = ModelConfig.from_config(model_cfg).backbone
     method_kwargs = {k: v for k, v in config_defaults("method", target.method).items() if k != "name"}
     method_kwargs.update(target.method_kwargs)
     method, net = build_method_and_net(target.method, target.resolutions, target.model, target.num_classes,

@@ -9,7 +9,10 @@ net trained only at a high resolution meets unfamiliar (texture-less, smaller) i
 Colours are random and identically distributed for every class (colour is no shortcut); the grating
 is grey (a luminance modulation), so one oriented filter detects it whatever the colours; position,
 size, rotation, period, phase and stripe orientation (+-20 degrees) are random too. Every sample is a
-pure function of ``(seed, split, index)``: a ``torch.Generator`` seeded from a stable hash of the three.
+pure function of ``(image_seed, split, index)``: a ``torch.Generator`` seeded from a stable hash of the
+three. ``image_seed`` (``data.synthetic.image_seed``, default 0) is NOT the run's ``seed``: every run seed
+trains on the same images (the seed draws the initialisation, crops and order); another image seed
+draws another, disjoint set of images (a transfer target, a second data set).
 """
 
 from __future__ import annotations
@@ -47,23 +50,30 @@ def class_names(num_classes: int) -> list[str]:
 class SyntheticScaleDataset(Dataset):
     """``ds[i] -> (uint8 tensor (3, native_size, native_size), int label)``, label = i % num_classes.
 
-    Deterministic per (seed, split, index); nothing is stored. ``classes`` lists the class names.
+    Deterministic per (image_seed, split, index). ``cache_mb``: renders are kept in memory up to this
+    many MiB (per process; 0: none) and returned again unchanged, so epochs after the first skip the
+    rendering. ``classes`` lists the class names.
     """
 
     def __init__(
-        self, num_samples: int, split: str = "train", seed: int = 0, native_size: int = 64, num_classes: int = 10
+        self, num_samples: int, split: str = "train", image_seed: int = 0, native_size: int = 64,
+        num_classes: int = 10, cache_mb: float = 512,
     ) -> None:
         if num_samples < 1 or native_size < 8:
             raise ValueError(f"synthetic: need num_samples >= 1 and native_size >= 8, got {num_samples}, {native_size}")
         self.num_samples = int(num_samples)
         self.split = split
-        self.seed = int(seed)
+        self.image_seed = int(image_seed)
         self.native_size = int(native_size)
         self.num_classes = int(num_classes)
         self.classes = class_names(self.num_classes)
         self._cues = [name.split("/") for name in self.classes]
         centres = torch.arange(self.native_size, dtype=torch.float32) + 0.5
         self._ys, self._xs = torch.meshgrid(centres, centres, indexing="ij")  # (N, N) pixel-centre coords
+        if cache_mb < 0:
+            raise ValueError(f"data.synthetic.cache_mb must be >= 0, got {cache_mb}")
+        self._cache: dict[int, Tensor] = {}
+        self._cache_capacity = int(cache_mb * 2**20) // (3 * self.native_size**2)  # images that fit
 
     def __len__(self) -> int:
         return self.num_samples
@@ -71,10 +81,14 @@ class SyntheticScaleDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.split, index))
         label = index % self.num_classes
-        shape, cue = self._cues[label]
-        return self._render(shape, cue, gen), label
+        image = self._cache.get(index)
+        if image is None:
+            gen = torch.Generator().manual_seed(sample_seed(self.image_seed, self.split, index))
+            image = self._render(*self._cues[label], gen)
+            if len(self._cache) < self._cache_capacity:
+                self._cache[index] = image
+        return image.clone(), label
 
     def _render(self, shape: str, cue: str, gen: torch.Generator) -> Tensor:
         """One image (3, N, N) uint8; all geometry in native pixels, scaled by N/64."""

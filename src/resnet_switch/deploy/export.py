@@ -19,7 +19,8 @@ loads with ``torch.jit.load``), ``onnx`` (``torch.onnx.export(dynamo=True)``, ba
 dynamic; needs ``pip install -e '.[export]'``: onnx + onnxscript, and onnxruntime for the check),
 ``state_dict`` (``torch.save(plain.state_dict())``; for resnet18/50 and mobilenetv2 at width 1.0
 with the ImageNet stem and no folding it loads into ``torchvision.models.<name>(num_classes=...)``
-strictly, and the check runs on that torchvision model).
+strictly, and the check runs on that torchvision model; a converted model (``model=torchvision|timm``,
+unfolded) loads strictly into its source architecture, ``get_model(arch)`` / ``timm.create_model(arch)``).
 
 Quantized (``quant=lq``) checkpoints: ``torchscript``/``onnx`` export the fake-quantized float
 network (weights replaced by their quantized values, activation quantizers as ``where`` ops);
@@ -44,6 +45,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..cli.options import check_choice
 from ..errors import ConfigError
 from ..models import torchvision_name as backbone_torchvision_name
+from ..models.surgery import is_converted, source_model
 from ..switch import BN_MODES
 from ..training.checkpointing import atomic_path
 from .quantized_state import PACKED_FORMAT, is_quantized, load_quantized_state, pack_quantized_state
@@ -152,8 +154,10 @@ def torchvision_name(spec: dict[str, Any], width: float, folded: bool) -> str | 
     return name
 
 
-def load_artifact(fmt: str, out: Path, plain: nn.Module, tv_name: str | None, num_classes: int):
-    """The written file loaded back as a callable ``x -> logits`` and a label of what runs it."""
+def load_artifact(fmt: str, out: Path, plain: nn.Module, tv_name: str | None, num_classes: int,
+                  source: nn.Module | None = None):
+    """The written file loaded back as a callable ``x -> logits`` and a label of what runs it.
+    ``source``: a fresh source network (converted torchvision/timm models) the state dict must load into."""
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -166,6 +170,9 @@ def load_artifact(fmt: str, out: Path, plain: nn.Module, tv_name: str | None, nu
         if tv_name is not None:
             model = getattr(torchvision.models, tv_name)(num_classes=num_classes)
             label = f"torchvision.models.{tv_name}(num_classes={num_classes}), strict load"
+        elif source is not None:
+            model = source
+            label = f"the source architecture {type(source).__name__}, strict load"
         else:  # same structure, every tensor overwritten from the file (strict)
             model = copy.deepcopy(plain)
             label = "the plain architecture, strict load"
@@ -254,7 +261,9 @@ def export(opts: dict[str, Any]) -> dict[str, Any]:
         write_artifact(plain, fmt, out, example, packed)
         tv_name = (torchvision_name(spec, config.width, bool(opts["fold_bn"]))
                    if fmt == "state_dict" and packed is None else None)
-        runner, runner_label = load_artifact(fmt, out, plain, tv_name, clf.num_classes)
+        source = (source_model(spec) if fmt == "state_dict" and packed is None and not opts["fold_bn"]
+                  and is_converted(spec["name"]) else None)
+        runner, runner_label = load_artifact(fmt, out, plain, tv_name, clf.num_classes, source)
         reference = clf(x)  # the switchable network itself at this configuration
         got = runner(x)
     diff = float((got.float() - reference.float()).abs().max()) if got.shape == reference.shape else float("inf")

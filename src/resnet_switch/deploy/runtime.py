@@ -7,6 +7,7 @@
     clf.switch(128, width=0.75)                                    # slimmable checkpoints take widths
     row = clf.select("query_table.csv", latency_ms=5)              # best configuration under a budget
     plain = clf.materialize()                                      # plain nn.Module of the active config
+    logits, configs = clf.predict_adaptive(images, budget="2M")    # cascade: the cheapest config sure enough
 
 ``switch`` never rebuilds the network: it activates the configuration in the shared switch state.
 SAN's generated kernels are made once per configuration and cached (``switch`` calls every switchable
@@ -37,6 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 from ..data.multires import resize_images
 from ..errors import ConfigError
 from ..evaluation import query_table as qt
+from ..evaluation.adaptive import AdaptivePolicy, policy_path
 from ..layers.calibration import calibratable_layers, calibrate_bn
 from ..layers.contracts import switchable_leaves
 from ..models.switchable import SwitchableNet
@@ -96,6 +98,7 @@ class SwitchableClassifier:
         self._leaves = [leaf for _, leaf in switchable_leaves(self.net)]
         self._calibrated = calibratable_layers(self.net)
         self._config: SubnetConfig | None = None
+        self.checkpoint_path: Path | None = None  # set by from_checkpoint (its adaptive policy lives beside it)
         self._start()
 
     def _start(self) -> None:
@@ -120,9 +123,11 @@ class SwitchableClassifier:
         method, net, meta = rebuild_from_checkpoint(load_checkpoint(path))
         run = meta.get("run", {}) or {}
         data = run.get("data", {}) or {}
-        return cls(net, method_name=meta["method"]["name"], needs_calibration=method.needs_calibration,
-                   default_bn_mode=method.default_bn_mode, mean=run.get("mean"), std=run.get("std"),
-                   crop_ratio=data.get("val_crop_ratio", 0.875), device=device, bn_mode=bn_mode)
+        clf = cls(net, method_name=meta["method"]["name"], needs_calibration=method.needs_calibration,
+                  default_bn_mode=method.default_bn_mode, mean=run.get("mean"), std=run.get("std"),
+                  crop_ratio=data.get("val_crop_ratio", 0.875), device=device, bn_mode=bn_mode)
+        clf.checkpoint_path = Path(path)
+        return clf
 
     # ------------------------------------------------------------------------------- properties
     @property
@@ -292,6 +297,53 @@ class SwitchableClassifier:
         if resolution is not None or width is not None:
             self.switch(self._config.resolution if resolution is None else resolution, width)
         return self.net(self.preprocess(images, crop_ratio=crop_ratio))
+
+    # ------------------------------------------------------------------------- adaptive inference
+    def adaptive_policy(self, policy: AdaptivePolicy | str | os.PathLike | None = None) -> AdaptivePolicy:
+        """``policy`` (an :class:`~resnet_switch.evaluation.adaptive.AdaptivePolicy` or its JSON file),
+        by default ``<checkpoint>.adaptive.json`` (written by ``evaluate ckpt=... adaptive=true``)."""
+        if isinstance(policy, AdaptivePolicy):
+            return policy
+        if policy is None:
+            if self.checkpoint_path is None:
+                raise ValueError("policy: this classifier was not loaded from a checkpoint; pass policy=PATH "
+                                 "(adaptive.json written by evaluate adaptive=true)")
+            policy = policy_path(self.checkpoint_path)
+        return AdaptivePolicy.load(policy)
+
+    @torch.no_grad()
+    def predict_adaptive(self, images: Any, budget: Any = None, thresholds: Sequence[float | None] | None = None,
+                         policy: AdaptivePolicy | str | os.PathLike | None = None,
+                         crop_ratio: float | None = None) -> tuple[Tensor, list[SubnetConfig]]:
+        """Cascade inference: each image stops at the first stage of ``policy`` (cheapest first) whose
+        confidence passes the stage's threshold (:mod:`resnet_switch.evaluation.adaptive`).
+
+        Give ``budget`` (mean MAdds per image, ``150M`` / ``1.5e8``: the thresholds fitted for the
+        largest stored budget within it) or ``thresholds`` (one per stage but the last; ``None``
+        skips a stage). ``policy``: see :meth:`adaptive_policy`. Each image is cropped ONCE (see
+        :meth:`preprocess`) at the largest stage's resolution; every stage resizes that crop on the
+        device and runs only on the images still undecided. Returns ``(logits (B, K), configs)``,
+        ``configs[i]`` the configuration image ``i`` stopped at. The active configuration is kept."""
+        if (budget is None) == (thresholds is None):
+            raise ValueError("budget / thresholds: give exactly one of them")
+        policy = self.adaptive_policy(policy)
+        if budget is not None:
+            thresholds = policy.thresholds_for(qt.parse_count(budget, "budget")).thresholds
+        for config in policy.stages:
+            self.check_config(config.resolution, config.width)
+        x = self.preprocess(images, max(c.resolution for c in policy.stages), crop_ratio=crop_ratio)
+        previous = self._config
+
+        def run(stage: int, index: Tensor) -> Tensor:
+            config = policy.stages[stage]
+            self.switch(config.resolution, config.width)
+            return self.net(resize_images(x[index.to(x.device)], config.resolution))
+
+        try:
+            result = policy.run(run, thresholds, num_images=x.shape[0])
+        finally:
+            self.switch(previous.resolution, previous.width)
+        return result.logits, [policy.stages[s] for s in result.stops.tolist()]
 
     # ------------------------------------------------------------------------------ deployment
     def materialize(self) -> nn.Module:

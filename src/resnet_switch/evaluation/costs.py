@@ -131,16 +131,18 @@ def layers_for_widths(widths: Sequence[float]) -> str:
 
 
 def cost_table(model: str, resolutions: Sequence[int], widths: Sequence[float] = (1.0,),
-               num_classes: int = 1000, in_channels: int = 3, quant: dict | None = None) -> list[dict]:
+               num_classes: int = 1000, in_channels: int = 3, quant: dict | None = None,
+               **backbone_kwargs) -> list[dict]:
     """One row ``{resolution, width, madds, params, size_bits, bops}`` per (resolution, width),
-    resolutions outer. ``quant``: LQ settings (``None``: float; size and BOPs at 32 bits)."""
+    resolutions outer. ``quant``: LQ settings (``None``: float; size and BOPs at 32 bits).
+    ``backbone_kwargs``: the backbone's constructor arguments (``arch=`` for ``torchvision``/``timm``)."""
     resolutions = check_resolutions(resolutions, "resolutions")
     widths = check_widths(widths)
     layers = layers_for_widths(widths)
     if quant is not None and layers != "plain":
         raise ValueError("widths: quantized networks are not slimmable; use widths=[1.0] with quant=lq")
     net = build_switchable(model, resolutions, layers=layers, widths=sorted(widths, reverse=True),
-                           num_classes=num_classes, in_channels=in_channels, quant=quant)
+                           num_classes=num_classes, in_channels=in_channels, quant=quant, **backbone_kwargs)
     rows = []
     for r in resolutions:
         for w in widths:

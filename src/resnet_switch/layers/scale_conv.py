@@ -31,6 +31,7 @@ import re
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from ..switch import SwitchState
 from .contracts import SwitchableLeaf
@@ -168,7 +169,8 @@ def encoding_resolution(state: SwitchState) -> int:
 class ScaleConv2d(SwitchableLeaf):
     """Conv whose kernel ``(Cout, Cin/groups, k, k)`` is generated from the active scale encoding.
 
-    Input ``(B, Cin, H, W)`` -> ``(B, Cout, H', W')`` as ``nn.Conv2d``; grouped/depthwise convs work.
+    Input ``(B, Cin, H, W)`` -> ``(B, Cout, H', W')`` as ``nn.Conv2d``; grouped/depthwise convs work;
+    ``kernel_size``, ``stride``, ``padding``, ``dilation``: an int or an ``(h, w)`` pair (numbers, not ``'same'``).
     Init: generated kernels start at Kaiming scale (fan_out, ReLU gain): for ``linear``,
     ``W, b ~ N(0, s^2)`` with ``s = std_kaiming / sqrt(1 + mean eps^2)`` over the training
     resolutions, so ``eps*W + b`` has Kaiming variance on average over the training encodings
@@ -197,7 +199,7 @@ class ScaleConv2d(SwitchableLeaf):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups, self.scale = dilation, groups, scale
         self.encodings = check_encodings(encodings, state.train_resolutions)
-        self.kernel_shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
+        self.kernel_shape = (out_channels, in_channels // groups, *_pair(kernel_size))
         self.meta = build_meta(meta, self.kernel_shape)
         self.meta_kind = meta
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..layers.quant import QUANTIZABLE_LAYERS
-from ..models import build_switchable
+from ..models import BACKBONES, build_switchable
 from ..models.switchable import SwitchableNet
 from . import METHODS, Method, build_method
+
+log = logging.getLogger(__name__)
+
+# ``model.small_input: auto`` picks the small-input stem up to this largest resolution (px): an
+# ImageNet stem divides the input by 4 before the first stage, leaving 1x1 maps or less at the end.
+SMALL_INPUT_MAX_RESOLUTION = 64
 
 
 def check_quant_method(method: Method, quant: dict | None) -> None:
@@ -19,6 +27,17 @@ def check_quant_method(method: Method, quant: dict | None) -> None:
         name = METHODS.name_of(method) or type(method).__name__
         raise ValueError(f"quant: method={name} is not supported with quant=lq; "
                          "use method=individual|parallel|rsnet")
+
+
+def check_backbone_layers(method: Method, model_name: str) -> None:
+    """One-line refusal when backbone ``model_name`` cannot be built with the layers ``method`` needs
+    (converted torchvision/timm models: no slimmable widths, their channel dependencies are unknown)."""
+    supported = BACKBONES.info(model_name).get("layers") if model_name in BACKBONES else None
+    if supported is not None and method.layers not in supported:
+        name = METHODS.name_of(method) or type(method).__name__
+        raise ValueError(f"method: {name} is not supported with model={model_name} (its {method.layers} layers "
+                         "slice channels, which needs the architecture's channel dependencies); "
+                         "use method=individual|parallel|rsnet|san")
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,23 @@ class ModelConfig:
         return cls(**own, backbone=values)
 
 
+    def stem_for(self, resolutions: Sequence[int]) -> ModelConfig:
+        """This config with ``small_input: auto`` resolved for ``resolutions``: the small-input stem
+        (stride-1 first conv, no max-pool) when the largest resolution is <= ``SMALL_INPUT_MAX_RESOLUTION``
+        px, the ImageNet stem otherwise; ``true``/``false`` pass through. Logs the choice."""
+        choice = self.backbone.get("small_input")
+        if choice is None or isinstance(choice, bool):
+            return self
+        if str(choice).lower() != "auto":
+            raise ValueError(f"model.small_input: expected auto, true or false, got {choice!r}")
+        largest = max(resolutions)
+        small = largest <= SMALL_INPUT_MAX_RESOLUTION
+        log.info("model.small_input=auto -> %s: largest resolution %d px %s %d px, %s stem", str(small).lower(),
+                 largest, "<=" if small else ">", SMALL_INPUT_MAX_RESOLUTION,
+                 "small-input (stride-1, CIFAR-style)" if small else "ImageNet (stride-2)")
+        return replace(self, backbone={**self.backbone, "small_input": small})
+
+
 def backbone_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The backbone constructor's arguments from a (resolved) ``model`` config."""
     return ModelConfig.from_config(model_cfg).backbone
@@ -54,6 +90,7 @@ def build_net_for_method(method: Method, model_name: str, num_classes: int, in_c
     """The switchable network for ``method`` (its layer factory, resolutions and widths), LQ-quantized
     when ``quant`` is given (:func:`resnet_switch.layers.quant.check_quant_spec`)."""
     check_quant_method(method, quant)
+    check_backbone_layers(method, model_name)
     return build_switchable(
         model_name, method.resolutions, layers=method.layers, widths=method.net_widths(),
         num_classes=num_classes, in_channels=in_channels, layer_kwargs=method.layer_kwargs(model_name),

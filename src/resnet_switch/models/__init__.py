@@ -12,7 +12,7 @@ from ..layers.contracts import SwitchableLeaf
 from ..layers.factory import build_layers
 from ..layers.quant import QuantLayers, check_quant_spec
 from ..switch import SwitchState
-from . import mobilenet, preresnet, resnet, vgg  # noqa: F401  (each registers its backbones)
+from . import mobilenet, preresnet, resnet, surgery, vgg  # noqa: F401  (each registers its backbones)
 from .registry import (
     BACKBONES,
     build_backbone,
@@ -21,6 +21,7 @@ from .registry import (
     register_backbone,
     torchvision_name,
 )
+from .surgery import switchify
 from .switchable import SwitchableNet
 
 
@@ -64,7 +65,12 @@ def load_plain_weights(net: SwitchableNet, state_dict: dict[str, torch.Tensor]) 
 
     Every key must exist in the plain materialisation of ``net``; each BN is copied into every
     private set (and each switchable layer takes the plain tensors through its ``load_plain``).
+    A backbone registered with its own ``load_plain`` (converted torchvision/timm models) loads there.
     """
+    name = net.spec.get("name")
+    loader = BACKBONES.info(name).get("load_plain") if name in BACKBONES else None
+    if loader is not None:
+        return loader(net, state_dict)
     if net.spec.get("quant"):  # load into the float twin, then take its tensors (the bases keep theirs)
         twin = build_switchable(**{k: v for k, v in net.spec.items() if k != "quant"})
         load_plain_weights(twin, state_dict)
@@ -87,4 +93,4 @@ def load_plain_weights(net: SwitchableNet, state_dict: dict[str, torch.Tensor]) 
 
 
 __all__ = ["BACKBONES", "SwitchableNet", "build_backbone", "build_switchable", "check_min_resolution", "list_backbones",
-           "load_plain_weights", "register_backbone", "torchvision_name"]
+           "load_plain_weights", "register_backbone", "switchify", "torchvision_name"]

@@ -20,10 +20,13 @@ from ..registry import Registry
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", field="model.name")
 
 
-def register_backbone(name: str, *, torchvision: str | None = None, min_resolution: int = 1) -> Callable:
+def register_backbone(name: str, *, torchvision: str | None = None, min_resolution: int = 1, **info) -> Callable:
     """Decorator registering a backbone constructor under ``name`` (``torchvision``: its twin;
-    ``min_resolution``: the smallest square input in pixels it can classify)."""
-    return BACKBONES.register(name, torchvision=torchvision, min_resolution=min_resolution)
+    ``min_resolution``: the smallest square input in pixels it can classify). Converted library models
+    (:mod:`.surgery`) add ``layers`` (the layer factories they can be built with), ``load_plain``
+    (``(net, state_dict)``: their ``model.pretrained`` loader) and ``source_model`` (``spec -> the plain
+    source network``)."""
+    return BACKBONES.register(name, torchvision=torchvision, min_resolution=min_resolution, **info)
 
 
 def check_min_resolution(name: str, resolutions, field: str = "data.resolutions") -> None:

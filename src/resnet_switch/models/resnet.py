@@ -94,7 +94,7 @@ class ResNet(nn.Module):
 
     def __init__(self, layers: PlainLayers, block: type, depths: list[int], widths: list[int],
                  num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
-                 width_mult: float = 1.0):
+                 width_mult: float = 1.0, zero_init_residual: bool = False):
         super().__init__()
         width_mult = check_width_mult(width_mult)
         widths = [max(1, round(w * width_mult)) for w in widths]
@@ -113,7 +113,7 @@ class ResNet(nn.Module):
         self.num_stages = len(stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = layers.linear(in_ch, num_classes, role="head")
-        init_resnet(self)
+        init_resnet(self, zero_init_residual)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -122,14 +122,23 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def init_resnet(model: nn.Module) -> None:
-    """torchvision's init: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0."""
+def init_resnet(model: nn.Module, zero_init_residual: bool = False) -> None:
+    """torchvision's init: Kaiming-normal (fan_out) convs, BN weight 1 / bias 0; with
+    ``zero_init_residual`` the last BN of every residual branch starts at weight 0 (every private
+    set of it), so each block starts as the identity (Goyal et al. 2017, torchvision's option)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for block in model.modules():
+            last_bn = {BasicBlock: "bn2", Bottleneck: "bn3"}.get(type(block))
+            if last_bn is not None:
+                for m in getattr(block, last_bn).modules():
+                    if isinstance(m, nn.BatchNorm2d):
+                        nn.init.zeros_(m.weight)
 
 
 @register_backbone("resnet18", torchvision="resnet18")

@@ -116,7 +116,7 @@ class ClassificationTask:
             raise ConfigError("compile: quant=lq is not supported with compile=true (its quantizers keep per-step "
                               "caches and update their bases in place); use compile=false")
         datamodule = build_datamodule(cfg, resolutions)
-        model = ModelConfig.from_config(container(cfg.model))
+        model = ModelConfig.from_config(container(cfg.model)).stem_for(resolutions)
         check_min_resolution(model.name, resolutions)
         net = build_net_for_method(method, model.name, datamodule.num_classes, datamodule.in_channels,
                                    quant=quant, **model.backbone)

@@ -1,0 +1,62 @@
+"""Gather the study's runs into ``results.csv``: one row per (run, budget, seed, method, resolution).
+
+Reads ``runs/e<epochs>/s<seed>/<run>/`` (``run.json`` + ``results.csv`` written by ``train``) and the
+SAN evaluations ``runs/e<epochs>/s<seed>/san/eval_{proxy,ideal}/eval_rows.csv``. The ``run`` column
+is the run's label at the main budget (``--epochs``, default 3) and ``<label> e<epochs>`` at the
+others, so the report command keeps budgets apart. Usage: ``python collect.py [--epochs 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+COLUMNS = ("run", "budget_epochs", "seed", "method", "resolution", "width", "top1")
+
+
+def rows_of_runs(runs: Path, main_epochs: int) -> list[dict]:
+    out = []
+    for info_path in sorted(runs.glob("e*/s*/*/run.json")):
+        run = info_path.parent
+        if not (run / "results.csv").is_file():
+            continue
+        info = json.loads(info_path.read_text())
+        epochs = int(run.parent.parent.name[1:])
+        name = info["label"] if epochs == main_epochs else f"{info['label']} e{epochs}"
+        if info["label"] == "san":  # proxy and ideal inference, at the training resolutions and between
+            for mode in ("proxy", "ideal"):
+                evaluated = run / f"eval_{mode}" / "eval_rows.csv"
+                if evaluated.is_file():
+                    out += read_rows(evaluated, name.replace("san", f"san_{mode}", 1), epochs, info)
+        else:
+            out += read_rows(run / "results.csv", name, epochs, info)
+    return out
+
+
+def read_rows(path: Path, label: str, epochs: int, info: dict) -> list[dict]:
+    with path.open() as f:
+        return [{"run": label, "budget_epochs": epochs, "seed": info["seed"], "method": info["method"],
+                 "resolution": r["resolution"], "width": r["width"], "top1": r["top1"]} for r in csv.DictReader(f)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", 3)))
+    parser.add_argument("--runs", type=Path, default=HERE / "runs")
+    args = parser.parse_args()
+    rows = rows_of_runs(args.runs, args.epochs)
+    if not rows:
+        raise SystemExit(f"no finished runs under {args.runs}")
+    with (HERE / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} rows -> {HERE / 'results.csv'}")
+
+
+if __name__ == "__main__":
+    main()

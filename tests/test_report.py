@@ -1,0 +1,146 @@
+"""Seed statistics and the ``report`` command against hand computations."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from resnet_switch.evaluation.runs import default_label, read_results, write_run_info
+from resnet_switch.evaluation.seed_stats import (
+    Result,
+    claim_verdict,
+    mean_interval,
+    paired_differences,
+    summarise,
+    t_quantile_975,
+)
+from resnet_switch.report import build_report, main
+
+
+def results(label, values, resolution=32, width=1.0):
+    return [Result(label, seed, resolution, width, v) for seed, v in enumerate(values)]
+
+
+def test_t_interval_is_the_textbook_one():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])  # sd 1, n 3, t(0.975, 2) = 4.303
+    assert mean == 2.0
+    assert high - mean == pytest.approx(4.303 / math.sqrt(3)) and mean - low == pytest.approx(4.303 / math.sqrt(3))
+    assert t_quantile_975(4) == 2.776 and t_quantile_975(100) == 1.96
+    assert mean_interval([5.0]) == (5.0, 5.0, 5.0)
+
+
+def test_bootstrap_interval_is_repeatable_and_inside_the_data():
+    values = [1.0, 4.0, 2.0, 8.0, 3.0]
+    first, second = mean_interval(values, "bootstrap"), mean_interval(values, "bootstrap")
+    assert first == second
+    assert min(values) <= first[1] < first[0] < first[2] <= max(values)
+    assert mean_interval([2.0, 2.0, 2.0], "bootstrap") == (2.0, 2.0, 2.0)
+
+
+def test_summary_per_group():
+    rows = results("rsnet", [90.0, 92.0, 94.0]) + results("rsnet", [60.0, 70.0, 80.0], resolution=16)
+    by_res = {s.resolution: s for s in summarise(rows)}
+    assert [s.resolution for s in summarise(rows)] == [32, 16]  # high -> low
+    s = by_res[16]
+    assert (s.n, s.mean, s.min, s.max) == (3, 70.0, 60.0, 80.0) and s.std == pytest.approx(10.0)
+
+
+def test_paired_difference_cancels_what_the_seeds_share():
+    # seed effects of +-10 shared by both: unpaired these overlap; paired, the gaps are 1.0, 1.2, 0.8
+    a = results("a", [80.0, 91.5, 100.0])
+    b = results("b", [79.0, 90.3, 99.2])
+    (d,) = paired_differences(a + b, "a", "b")
+    assert (d.n, d.mean) == (3, pytest.approx(1.0))
+    half = 4.303 * 0.2 / math.sqrt(3)
+    assert (d.low, d.high) == (pytest.approx(1.0 - half), pytest.approx(1.0 + half))
+    assert d.verdict == ">" and claim_verdict([d]) == "holds"
+    (r,) = paired_differences(a + b, "b", "a")
+    assert r.verdict == "<" and claim_verdict([r]) == "does not hold"
+    (u,) = paired_differences(a + results("c", [81.0, 90.5, 100.0]), "a", "c")  # diffs -1, +1, 0
+    assert u.verdict == "~" and claim_verdict([u]) == "not shown"
+
+
+def test_pairs_use_only_shared_seeds():
+    a = results("a", [1.0, 2.0, 3.0])
+    b = [Result("b", 1, 32, 1.0, 0.0), Result("b", 2, 32, 1.0, 0.0)]
+    (d,) = paired_differences(a + b, "a", "b")
+    assert d.n == 2 and d.mean == 2.5
+
+
+def test_a_run_given_twice_is_refused():
+    with pytest.raises(ValueError, match="two results for a seed 0"):
+        summarise(results("a", [1.0]) + results("a", [2.0]))
+
+
+def write_run(path, label, seed, top1_by_res):
+    path.mkdir(parents=True)
+    lines = ["resolution,width,top1,top5,madds,params"] + [f"{r},1.0,{v},99.0,1000,10" for r, v in top1_by_res.items()]
+    (path / "results.csv").write_text("\n".join(lines) + "\n")
+    write_run_info(path, {"label": label, "seed": seed})
+
+
+def test_reads_run_directories_and_long_csv(tmp_path):
+    write_run(tmp_path / "runs" / "a0", "rsnet", 0, {32: 90.0, 16: 60.0})
+    write_run(tmp_path / "runs" / "deeper" / "a1", "rsnet", 1, {32: 92.0, 16: 64.0})
+    (tmp_path / "long.csv").write_text("run,seed,resolution,width,top1\ninet,0,32,1.0,91.0\ninet,1,32,1.0,91.0\n")
+    got = read_results([tmp_path / "runs", tmp_path / "long.csv"])
+    assert sorted((r.label, r.seed, r.resolution, r.value) for r in got) == [
+        ("inet", 0, 32, 91.0), ("inet", 1, 32, 91.0), ("rsnet", 0, 16, 60.0), ("rsnet", 0, 32, 90.0),
+        ("rsnet", 1, 16, 64.0), ("rsnet", 1, 32, 92.0)]
+    text, _, _ = build_report([str(tmp_path / "runs"), str(tmp_path / "long.csv")],
+                              {"metric": "top1", "table": "wide", "pair": ["rsnet", "inet"], "interval": "t",
+                               "claims": "", "title": ""})
+    assert "| rsnet | 1 | 91.00 ± 1.41 | 62.00 ± 2.83 | 2 |" in text
+    assert "| rsnet - inet | 32 | 1 | 2 | +0.00 | [-12.71, +12.71] | no |" in text
+
+
+def test_claims_file(tmp_path):
+    (tmp_path / "long.csv").write_text("run,seed,resolution,top1\n" + "".join(
+        f"{run},{s},{r},{v + s}\n" for run, base in (("rs", 80), ("i16", 70), ("i32", 85))
+        for r, v in ((32, base + 5), (16, base)) for s in range(3)))
+    (tmp_path / "claims.yaml").write_text(
+        "- {claim: rs beats i16, better: rs, worse: i16}\n"
+        "- {claim: rs beats both at 16, better: rs, worse: [i16, i32], at: [16]}\n")
+    text, _, _ = build_report([str(tmp_path / "long.csv")], {"metric": "top1", "table": "long", "pair": [],
+                                                           "interval": "t", "claims": str(tmp_path / "claims.yaml"),
+                                                           "title": ""})
+    assert "| rs beats i16 | holds |" in text
+    assert "| rs beats both at 16 | does not hold |" in text  # i32 (85) > rs (80) at 16 px
+
+
+def test_main_writes_files(tmp_path, capsys):
+    write_run(tmp_path / "r0", "x", 0, {32: 50.0})
+    write_run(tmp_path / "r1", "x", 1, {32: 70.0})
+    main([str(tmp_path), f"out={tmp_path / 'r.md'}", f"csv={tmp_path / 'r.csv'}", f"plot={tmp_path / 'r.png'}"])
+    assert "| x | 32 | 1 | 2 | 60.00 | 14.14 | 50.00 | 70.00 |" in capsys.readouterr().out
+    assert (tmp_path / "r.png").stat().st_size > 0 and "60.0" in (tmp_path / "r.csv").read_text()
+    assert (tmp_path / "r.md").read_text().startswith("top1 over seeds")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nowhere"], "report: no file or directory nowhere"),
+    ([], "report: give run directories"),
+    (["{d}", "interval=normal"], "interval: unknown 'normal'"),
+    (["{d}", "pair=[x,y]"], "pair: no results labelled 'y'"),
+    (["{d}", "metric=top9"], "metric: "),
+    (["{d}", "pair=[x]"], "pair: expected pair=[A,B]"),
+])
+def test_bad_input_names_the_field(tmp_path, args, message):
+    write_run(tmp_path / "r0", "x", 0, {32: 50.0})
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        main([a.format(d=tmp_path) for a in args])
+
+
+def test_bad_input_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "resnet_switch.report", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no file or directory" in proc.stderr
+
+
+def test_default_labels():
+    assert default_label("individual", [32]) == "individual@32" and default_label("rsnet", [32, 16]) == "rsnet"
+    assert json.loads(json.dumps({"label": default_label("san", [32])}))["label"] == "san"

@@ -1,0 +1,260 @@
+"""Model surgery (issue #22): torchvision and timm BatchNorm CNNs made switchable.
+
+Every case starts from random weights written to a file (``model.pretrained``) with BN statistics
+measured on random images (so BN matters). Checked against the libraries themselves: before training
+the switchable network's outputs equal the source's at every resolution, and the materialised plain
+network of every configuration loads strictly into ``torchvision.models.get_model(NAME)`` /
+``timm.create_model(NAME)`` with equal outputs. Then one RS-Net and one SAN step (the BN sets and the
+generated kernels become resolution-specific), the checkpoint rebuilt from the file alone, and export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torchvision
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from torch import nn
+
+from resnet_switch.cli.overrides import CONF_DIR
+from resnet_switch.data.multires import MultiResBatch
+from resnet_switch.deploy.export import DEFAULTS as EXPORT_DEFAULTS
+from resnet_switch.deploy.export import export
+from resnet_switch.layers.scale_conv import ScaleConv2d
+from resnet_switch.layers.source_bn import SourcePrivateBatchNorm2d
+from resnet_switch.methods import build_method
+from resnet_switch.methods.build import build_net_for_method
+from resnet_switch.models import build_switchable, load_plain_weights, switchify
+from resnet_switch.models.surgery import source_model
+from resnet_switch.switch import SubnetConfig
+from resnet_switch.train import train
+from resnet_switch.training.checkpointing import load_checkpoint, make_checkpoint, rebuild_from_checkpoint
+
+from .helpers import TINY, run_cli
+
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+NO_TIMM = pytest.mark.skipif(not HAS_TIMM, reason="timm is an optional extra: pip install -e '.[timm]'")
+CASES = [pytest.param(source, arch, id=f"{source}-{arch}", marks=[NO_TIMM] if source == "timm" else [])
+         for source, arch in [("torchvision", "resnet34"), ("torchvision", "mobilenet_v3_large"),
+                              ("torchvision", "efficientnet_b0"), ("torchvision", "regnet_y_400mf"),
+                              ("torchvision", "shufflenet_v2_x1_0"), ("timm", "resnet50d"), ("timm", "efficientnet_b0"),
+                              ("timm", "mobilenetv3_large_100"), ("timm", "regnety_008")]]
+RESOLUTIONS = [48, 32]
+NUM_CLASSES = 10
+KIND_LAYERS = {"private_bn": "private_bn", "scale_conv": "san"}
+
+
+def tiny_cfg(run_dir, *overrides: str):
+    """The helpers' tiny run with a converted model instead of their resnet20."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        tiny = [o for o in TINY if not o.startswith("model")]
+        return compose("train", overrides=[*tiny, f"run_dir={run_dir}", *overrides])
+
+
+def library_model(source: str, arch: str) -> nn.Module:
+    """The library's own constructor (the outside reference), random weights."""
+    if source == "torchvision":
+        return torchvision.models.get_model(arch, num_classes=NUM_CLASSES)
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES)
+
+
+@torch.no_grad()
+def random_weights(source: str, arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict of ``arch`` with random affine BN parameters and BN statistics measured on random
+    images (every BN's exact batch statistics: eval-mode outputs of a few units, not 1e-10)."""
+    torch.manual_seed(seed)
+    model = library_model(source, arch)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_(0.0, 0.1)
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch gives its exact statistics
+    model.train()(torch.randn(4, 3, RESOLUTIONS[0], RESOLUTIONS[0]))
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    made: dict[tuple[str, str], object] = {}
+
+    def get(source: str, arch: str):
+        if (source, arch) not in made:
+            path = tmp_path_factory.mktemp("pretrained") / f"{source}_{arch}.pth"
+            torch.save(random_weights(source, arch), path)
+            made[source, arch] = path
+        return made[source, arch]
+
+    return get
+
+
+def converted(source: str, arch: str, layers: str, weights_path) -> nn.Module:
+    net = build_switchable(source, RESOLUTIONS, layers=layers, num_classes=NUM_CLASSES, arch=arch)
+    load_plain_weights(net, torch.load(weights_path, weights_only=True))  # what model.pretrained=FILE does
+    return net.eval()
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor) -> None:
+    assert b.abs().max() > 1e-3  # a meaningful comparison: the logits are not all ~0
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("source,arch", CASES)
+@torch.no_grad()
+def test_switchable_equals_the_source_and_materialises_into_it(source, arch, weights_file):
+    """For both kinds (private BN; SAN's generated kernels + private BN), built by name with
+    ``model.pretrained`` and by :func:`switchify` on the loaded module itself."""
+    path = weights_file(source, arch)
+    reference = library_model(source, arch)
+    reference.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    reference.eval()
+    plain = library_model(source, arch).eval()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in reference.modules())
+    n_conv = sum(isinstance(m, nn.Conv2d) for m in reference.modules())
+    x = {r: torch.randn(2, 3, r, r) for r in RESOLUTIONS}
+    want = {r: reference(x[r]) for r in RESOLUTIONS}
+    for kind, layers in KIND_LAYERS.items():
+        net = converted(source, arch, layers, path)
+        direct = switchify(reference, RESOLUTIONS, kind=kind).eval()  # the function, on the module itself
+        for candidate in (net, direct):
+            assert sum(isinstance(m, SourcePrivateBatchNorm2d) for m in candidate.modules()) == n_bn
+            n_meta = sum(isinstance(m, ScaleConv2d) for m in candidate.modules())
+            assert n_meta == (n_conv if kind == "scale_conv" else 0)
+            for r in RESOLUTIONS:
+                with candidate.switch(SubnetConfig(r)):
+                    assert_close(candidate(x[r]), want[r])
+        for r in RESOLUTIONS:
+            plain.load_state_dict(net.materialize(SubnetConfig(r)).state_dict(), strict=True)
+            assert_close(plain(x[r]), want[r])
+
+
+def _batch() -> MultiResBatch:
+    gen = torch.Generator().manual_seed(1)
+    r = RESOLUTIONS[0]
+    return MultiResBatch(torch.randn(4, 3, r, r, generator=gen), torch.randint(0, NUM_CLASSES, (4,), generator=gen))
+
+
+@pytest.mark.parametrize("source,arch", CASES)
+def test_one_rsnet_and_one_san_step(source, arch, weights_file):
+    """RS-Net: after a step the BN sets hold different statistics per resolution (private BN);
+    SAN: the meta-learners' slopes move off zero, so the kernels at 48 and 32 px differ."""
+    torch.manual_seed(0)
+    state_dict = torch.load(weights_file(source, arch), weights_only=True)
+    for name in ("rsnet", "san"):
+        method = build_method(name, RESOLUTIONS)
+        net = build_net_for_method(method, source, NUM_CLASSES, arch=arch)
+        load_plain_weights(net, state_dict)
+        net.train()
+        optimizer = torch.optim.SGD([*net.parameters(), *method.parameters()], lr=0.01)
+        out = method.training_step(net, _batch(), lambda loss: loss.backward())
+        optimizer.step()
+        assert torch.isfinite(out["loss"])
+        bn = next(m for m in net.modules() if isinstance(m, SourcePrivateBatchNorm2d))
+        assert not torch.equal(bn.sets[0].running_mean, bn.sets[1].running_mean)
+        if name == "san":
+            conv = next(m for m in net.modules() if isinstance(m, ScaleConv2d))
+            assert conv.meta.weight.abs().max() > 0
+            with torch.no_grad():
+                assert not torch.equal(conv.meta(conv.eps_of(48)), conv.meta(conv.eps_of(32)))
+
+
+@pytest.mark.parametrize("source,arch", CASES)
+def test_checkpoint_rebuilds_from_the_file_alone_and_exports(source, arch, weights_file, tmp_path):
+    method = build_method("rsnet", RESOLUTIONS)
+    net = converted(source, arch, method.layers, weights_file(source, arch))
+    with torch.no_grad():  # make the two BN sets differ, so the rebuilt network must pick the right one
+        for m in net.modules():
+            if isinstance(m, SourcePrivateBatchNorm2d):
+                m.sets[1].running_var.mul_(1.5)
+    ckpt = tmp_path / "rsnet.ckpt"
+    run = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "data": {"name": "synthetic", "val_crop_ratio": 0.875}}
+    torch.save(make_checkpoint(method, net, {"name": "rsnet", "kwargs": {}}, run), ckpt)
+    _, rebuilt, meta = rebuild_from_checkpoint(load_checkpoint(ckpt))
+    assert meta["net"]["name"] == source and meta["net"]["arch"] == arch
+    with torch.no_grad():
+        for config, bn_mode in ((SubnetConfig(48), None), (SubnetConfig(32), None), (SubnetConfig(40), "interpolate")):
+            x = torch.randn(2, 3, config.resolution, config.resolution)
+            with net.switch(config, bn_mode), rebuilt.switch(config, bn_mode):
+                torch.testing.assert_close(rebuilt(x), net(x), rtol=0, atol=0)
+    result = export({**EXPORT_DEFAULTS, "ckpt": str(ckpt), "resolution": 40, "format": "state_dict",
+                     "bn_mode": "interpolate", "out": str(tmp_path / "plain.pth")})
+    assert result["checked_with"].startswith("the source architecture") and result["max_abs_diff"] <= result["allowed"]
+    library_model(source, arch).load_state_dict(torch.load(tmp_path / "plain.pth", weights_only=True), strict=True)
+
+
+@torch.no_grad()
+def test_small_input_stem_keeps_keys_and_cuts_the_stride():
+    """``small_input``: same state-dict keys as the library's model; the feature map before the
+    classifier is 4x larger per side for a ResNet at 32 px (stride 8 instead of 32)."""
+    net = build_switchable("torchvision", [32], layers="private_bn", num_classes=NUM_CLASSES, arch="resnet18",
+                           small_input=True).eval()
+    plain = net.materialize()
+    torchvision.models.resnet18(num_classes=NUM_CLASSES).load_state_dict(plain.state_dict(), strict=True)
+    assert isinstance(plain.maxpool, nn.Identity) and plain.conv1.stride == (1, 1)
+    features = nn.Sequential(*list(plain.children())[:-2])
+    assert features(torch.zeros(1, 3, 32, 32)).shape[-1] == 4
+
+
+@pytest.mark.parametrize("overrides,starts", [
+    (["model=timm", "model.arch=efficientnet_b0", "method=mutualnet"], "method: mutualnet is not supported with model=timm"),
+    (["model=torchvision", "model.arch=resnet19"], "model.arch: unknown torchvision model 'resnet19'; did you mean 'resnet18'"),
+    (["model=torchvision", "model.kwargs={weights:DEFAULT}"], "model.kwargs.weights: not allowed"),
+    (["model=timm", "model.arch=convnext_nano"], "model.arch: timm convnext_nano has no BatchNorm2d layer"),
+], ids=["mutualnet", "unknown-arch", "weights-download", "no-batchnorm"])
+def test_refusals_are_one_line_naming_the_field(overrides, starts, tmp_path):
+    """In process (the command line turns the same ValueError into ``error: <line>``, exit 2: the
+    slow test below runs it)."""
+    if "model=timm" in overrides and not HAS_TIMM:
+        pytest.skip("timm is an optional extra: pip install -e '.[timm]'")
+    with pytest.raises(ValueError) as refused:
+        train(tiny_cfg(tmp_path, *overrides))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(starts), message
+
+
+@pytest.mark.slow
+@NO_TIMM
+def test_train_refuses_a_network_without_batchnorm_exit_2_one_line(tmp_path):
+    proc = run_cli("resnet_switch.train", "model=timm", "model.arch=convnext_nano", "debug=fast",
+                   f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in proc.stderr and len(errors) == 1
+    assert errors[0].startswith("error: model.arch: timm convnext_nano has no BatchNorm2d layer")
+
+
+@NO_TIMM
+@pytest.mark.parametrize("method", ["rsnet", "san"])
+def test_train_timm_efficientnet_runs(method, tmp_path):
+    """``train model=timm model.arch=efficientnet_b0 method=...`` (tiny data) trains, and its checkpoint
+    holds the architecture (rebuilt from the file alone)."""
+    metrics = train(tiny_cfg(tmp_path, "model=timm", "model.arch=efficientnet_b0", f"method={method}",
+                             "trainer.limit_train_batches=2", "data.val_samples=16"))
+    assert set(metrics) == {"acc1@16", "acc1@12"}
+    _, net, meta = rebuild_from_checkpoint(load_checkpoint(tmp_path / "checkpoints" / "last.ckpt"))
+    assert meta["net"]["name"] == "timm" and meta["net"]["arch"] == "efficientnet_b0"
+    assert any(isinstance(m, ScaleConv2d if method == "san" else SourcePrivateBatchNorm2d) for m in net.modules())
+
+
+@pytest.mark.slow
+@NO_TIMM
+@pytest.mark.parametrize("method", ["rsnet", "san"])
+def test_train_debug_fast_command(method, tmp_path):
+    """The issue's commands, as written: ``python -m resnet_switch.train model=timm
+    model.arch=efficientnet_b0 method=rsnet|san debug=fast``."""
+    proc = run_cli("resnet_switch.train", "model=timm", "model.arch=efficientnet_b0", f"method={method}",
+                   "debug=fast", f"hydra.run.dir={tmp_path}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results.md").is_file()
+
+
+def test_source_model_of_the_spec_is_the_library_architecture():
+    net = build_switchable("torchvision", RESOLUTIONS, layers="private_bn", num_classes=NUM_CLASSES,
+                           arch="mobilenet_v3_large")
+    assert type(source_model(net.spec)) is torchvision.models.MobileNetV3
