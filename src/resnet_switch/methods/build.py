@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -62,7 +61,6 @@ class ModelConfig:
         own["init"] = dict(own.get("init") or {})
         return cls(**own, backbone=values)
 
-
     def stem_for(self, resolutions: Sequence[int]) -> ModelConfig:
         """This config with ``small_input: auto`` resolved for ``resolutions``: the small-input stem
         (stride-1 first conv, no max-pool) when the largest resolution is <= ``SMALL_INPUT_MAX_RESOLUTION``
@@ -78,11 +76,6 @@ class ModelConfig:
                  largest, "<=" if small else ">", SMALL_INPUT_MAX_RESOLUTION,
                  "small-input (stride-1, CIFAR-style)" if small else "ImageNet (stride-2)")
         return replace(self, backbone={**self.backbone, "small_input": small})
-
-
-def backbone_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The backbone constructor's arguments from a (resolved) ``model`` config."""
-    return ModelConfig.from_config(model_cfg).backbone
 
 
 def build_net_for_method(method: Method, model_name: str, num_classes: int, in_channels: int = 3,
