@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export WANDB_MODE ?= offline
 
-.PHONY: install train train-seeds test test-slow lint bench gpu-check device-bundle docs experiments clean
+.PHONY: install train train-seeds test test-slow lint bench gpu-check device-bundle device-rehearsal docs experiments clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,6 +47,9 @@ gpu-check: $(STAMP)  ## every CUDA path in one go, ~8 min on one GPU (docs/bench
 
 device-bundle:  ## .device/wheels: what the lent GPU machines' image lacks, cp312 wheels (docs/benchmarks.md "GPU check")
 	PY=$(PY) bash tools/device_bundle.sh
+
+device-rehearsal:  ## the GPU machine's offline start rehearsed here: bundle-only venv over an image-like venv, gpu_check.sh to its skip line, every module imported
+	PY=$(PY) bash tools/device_rehearsal.sh
 
 docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site

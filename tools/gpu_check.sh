@@ -52,8 +52,10 @@ for p in sys.path:
         if [[ "$req" == setuptools==* ]]; then setuptools+=("$req"); else others+=("$req"); fi
     done
     local pip=("$py" -m pip install -q --no-index --find-links "$WHEELS" --no-warn-script-location --disable-pip-version-check)
-    if ((${#setuptools[@]})) && ! "$py" -c "import setuptools, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 64)" \
-            2>/dev/null; then  # editable installs need setuptools >= 64; the image's otherwise
+    # an editable install without build isolation needs setuptools >= 70.1 (>= 64: editable wheels,
+    # >= 70.1: bdist_wheel built in, no `wheel` package); the image's when it is that new, else the bundle's
+    if ((${#setuptools[@]})) && ! "$py" -c "import setuptools, sys; v = tuple(int(p) for p in setuptools.__version__.split('.')[:2]); sys.exit(v < (70, 1))" \
+            2>/dev/null; then
         "${pip[@]}" --no-deps "${setuptools[@]}" >&2 || fail "installing ${setuptools[*]} failed" || return
     fi
     "${pip[@]}" "${others[@]}" >&2 || fail "pip install --no-index from $WHEELS failed (make device-bundle again?)" || return
