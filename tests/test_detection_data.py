@@ -75,7 +75,7 @@ def write_coco(root: Path, annotations: list[dict] | None = None, images: list[d
 
 
 def test_coco_folder_gives_torchvision_targets(tmp_path):
-    from pycocotools.coco import COCO
+    COCO = pytest.importorskip("pycocotools.coco").COCO  # optional: not in the GPU machines' image
 
     ann = write_coco(tmp_path)
     ds = CocoInstances(str(tmp_path / "images"), str(ann))

@@ -18,7 +18,8 @@ TEST_SAN=[28,26,24,22,20,18,16,14,12]      # training resolutions and the ones i
 # ONE budget for all: ResNet-20 with 8 base channels (8/16/32), the same 6000 training images (a
 # fixed subset), 4 epochs of 93 steps of batch 64 (372 steps), SGD lr 0.1 nesterov, wd 5e-4, 1
 # warm-up epoch, cosine; validation during training on 1000 test images (the tables use all 10000).
-BUDGET="data=fashion_mnist model=resnet20 model.base_width=8 data.train_samples=6000 data.val_samples=1000
+# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
+BUDGET="optim.lr=0.1 data=fashion_mnist model=resnet20 model.base_width=8 data.train_samples=6000 data.val_samples=1000
         data.batch_size=64 data.num_workers=0 trainer.max_epochs=4 trainer.enable_progress_bar=false"
 # MutualNet / US-Net: widths [0.25, 1.0]; channel rounding to multiples of 2 (the default 8 would
 # make every width of an 8-channel stage 8 channels)

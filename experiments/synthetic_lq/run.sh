@@ -17,7 +17,8 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 export OMP_NUM_THREADS=1
 
 RES=[32,24,16]
-COMMON="task_name=synthetic_lq quant=lq trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 data.num_workers=1 trainer.enable_progress_bar=false"
+# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
+COMMON="optim.lr=0.1 data.crop_scale=[0.25,1.0] task_name=synthetic_lq quant=lq trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 data.num_workers=1 trainer.enable_progress_bar=false"
 W2A32="model=resnet20 quant.weight_bits=2 quant.act_bits=32"
 W2A2="model=preresnet20 quant.weight_bits=2 quant.act_bits=2"
 

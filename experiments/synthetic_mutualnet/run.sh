@@ -8,7 +8,8 @@ PY=${PY:-.venv/bin/python}
 OUT=experiments/synthetic_mutualnet/runs
 rm -rf "$OUT"
 export WANDB_MODE=${WANDB_MODE:-offline}
-COMMON="trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 data.num_workers=2 model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=1024"
+# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
+COMMON="optim.lr=0.1 data.crop_scale=[0.25,1.0] trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 data.num_workers=2 model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=1024"
 
 mkdir -p $OUT
 export OMP_NUM_THREADS=1

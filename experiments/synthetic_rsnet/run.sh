@@ -13,7 +13,8 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 export OMP_NUM_THREADS=1
 mkdir -p $OUT
 # the budget these results were recorded with (the defaults were 5 epochs of 6400 images then)
-BUDGET="trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 data.num_workers=2"
+# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
+BUDGET="optim.lr=0.1 data.crop_scale=[0.25,1.0] trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 data.num_workers=2"
 $PY -m resnet_switch.train -m task_name=synthetic_rsnet method=individual $BUDGET \
     data.resolutions=[32],[28],[24],[20],[16] trainer.enable_progress_bar=false \
     hydra.sweep.dir=$OUT/individual hydra.sweep.subdir='${data.resolutions.0}' > $OUT/individual.log 2>&1 &

@@ -13,7 +13,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one core per run: leaves the oth
 TEST=[32,30,28,26,24,22,20,18,16]
 
 # the budget these results were recorded with (the defaults were 5 epochs of 6400 images then)
-BUDGET="trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 data.num_workers=2"
+# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
+BUDGET="optim.lr=0.1 data.crop_scale=[0.25,1.0] trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 data.num_workers=2"
 $PY -m resnet_switch.train task_name=synthetic_san method=san $BUDGET trainer.enable_progress_bar=false hydra.run.dir=$OUT/san
 
 for mode in proxy ideal; do

@@ -12,7 +12,8 @@ PY=${PY:-.venv/bin/python}
 OUT=experiments/transfer/runs
 export WANDB_MODE=${WANDB_MODE:-offline}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-COMMON="data.num_workers=2 method=mutualnet method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=512 trainer.enable_progress_bar=false"
+# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
+COMMON="optim.lr=0.1 data.crop_scale=[0.25,1.0] data.num_workers=2 method=mutualnet method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=512 trainer.enable_progress_bar=false"
 TARGET="data.synthetic.num_classes=15 data.train_samples=1280 data.val_samples=2000 trainer.max_epochs=5 trainer.check_val_every_n_epoch=5"
 
 if [[ ! -f $OUT/source/checkpoints/last.ckpt ]]; then
