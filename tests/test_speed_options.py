@@ -95,8 +95,10 @@ def _logged(run_dir, column):
 
 # ------------------------------------------------------------------------------------ channels_last
 def test_channels_last_trains_like_contiguous(tmp_path):
-    plain = _run(tmp_path, "contiguous", *WIDER, "memory_format=contiguous")
-    nhwc = _run(tmp_path, "channels_last", *WIDER, "memory_format=channels_last")
+    # the recipe whose two-step losses agree to 1e-5 across layouts (at lr 0.02 a ReLU flip shows more)
+    recipe = ("optim.lr=0.1", "data.crop_scale=[0.25,1.0]")
+    plain = _run(tmp_path, "contiguous", *WIDER, *recipe, "memory_format=contiguous")
+    nhwc = _run(tmp_path, "channels_last", *WIDER, *recipe, "memory_format=channels_last")
     assert plain.weights_channels_last is False
     assert nhwc.weights_channels_last is True  # every 4-D weight, after setup (device placement)
     for split in ("train", "val"):  # every image the network got, training and validation
