@@ -19,7 +19,9 @@ install: $(STAMP)
 ifeq ($(RUN_DIR),)
 RUN_DIR := outputs/main/$(shell date +%Y-%m-%d_%H-%M-%S)
 endif
-INET32  := method=individual data.resolutions=[32] data.test_resolutions=[32,28,24,20,16]
+# The I-Net's lr: the multi-resolution methods sum one loss per resolution (5 at lr 0.02), so one loss
+# at 0.1 takes the same step per loss (experiments/main_job/README.md compares it with lr 0.02)
+INET32  := method=individual data.resolutions=[32] data.test_resolutions=[32,28,24,20,16] optim.lr=0.1
 
 train: $(STAMP)  ## main job: RS-Net on the embedded data, and at the same budget the I-Net at 32 px; one table + plot of both (ARGS="seed=1 ..." go to both)
 	$(BIN)/python -m resnet_switch.train $(ARGS) hydra.run.dir=$(RUN_DIR)/switchable

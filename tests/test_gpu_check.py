@@ -35,7 +35,7 @@ def test_script_says_skipped_and_exits_0_without_cuda():
 def test_bad_options_are_one_line_errors():
     proc = run_cli("resnet_switch.gpu_check", "parts=[train,nope]")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: parts: unknown 'nope'; choose one of ['bench', 'ddp', 'loader', 'memory', 'tests', 'train']"]
+        "error: parts: unknown 'nope'; choose one of ['adaptive', 'bench', 'ddp', 'loader', 'memory', 'tests', 'train']"]
 
 
 def test_losses_compare_within_the_stated_tolerance():
@@ -166,3 +166,15 @@ def test_ddp_part_records_backend_and_world_size_on_the_cpu(tmp_path):
     (record,) = ctx.results
     assert record["status"] == "pass", record["summary"]
     assert record["backend"] == "gloo" and record["world_size"] == 1 and len(record["losses"]) == 5
+
+
+@pytest.mark.slow
+def test_adaptive_part_times_the_cascade_against_the_static_configuration_on_the_cpu(tmp_path):
+    ctx = gpu_check.Context("cpu", deadline=time.monotonic() + 300, workdir=tmp_path, workers=0, emit=lambda r: None)
+    gpu_check.part_adaptive(ctx)
+    (record,) = ctx.results
+    assert record["status"] == "pass", record["summary"]
+    assert {r["batch_size"] for r in record["rows"]} == {1, 32}
+    for row in record["rows"]:
+        assert row["adaptive"]["ms_per_image"] > 0 and row["static"]["ms_per_image"] > 0
+        assert abs(sum(row["adaptive"]["shares"]) - 1) < 1e-6

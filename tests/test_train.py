@@ -155,3 +155,21 @@ def test_final_table_reuses_the_last_validation_only_when_it_is_current(extra, e
     val = [r for r in logged if r.get("val/acc1@16")]
     if not evaluated:  # the table's figures are the last validation's
         assert float(val[-1]["val/acc1@16"]) == pytest.approx(metrics["acc1@16"], abs=1e-4)
+
+
+def test_the_single_resolution_net_is_tested_at_every_test_resolution(tmp_path):
+    # make train's I-Net: trained at 16 px, data.test_resolutions asks for 16, 14 and 12 px too
+    metrics = train(tiny_cfg(tmp_path, "method=individual", "data.resolutions=[16]", "data.test_resolutions=[12,16,14]"))
+    assert set(metrics) == {"acc1@16", "acc1@14", "acc1@12"}
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [int(r["resolution"]) for r in rows] == [16, 14, 12]
+    assert int(rows[0]["madds"]) > int(rows[1]["madds"]) > int(rows[2]["madds"]) > 0
+
+
+def test_validation_configs_add_the_test_resolutions_at_full_width():
+    from resnet_switch.training.module import validation_configs
+
+    method = [SubnetConfig(32), SubnetConfig(16, 0.5)]
+    assert validation_configs(method, [16, 24, 32]) == [SubnetConfig(32), SubnetConfig(16, 0.5), SubnetConfig(24),
+                                                        SubnetConfig(16)]
+    assert validation_configs(method, ()) == method

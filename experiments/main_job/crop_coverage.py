@@ -8,27 +8,18 @@ of the shape (a cut shape: disc, square and triangle look alike). Usage:
 """
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
 from torchvision.transforms import RandomResizedCrop
 
-from resnet_switch.data.synthetic import SyntheticScaleDataset, sample_seed, signed_distance
+from resnet_switch.data.synthetic import SyntheticScaleDataset, sample_seed
 
 
 def shape_mask(ds: SyntheticScaleDataset, index: int) -> torch.Tensor:
-    """The (N, N) anti-aliased shape mask of training image ``index`` (same draws as ``_render``)."""
-    n = ds.native_size
+    """The (N, N) anti-aliased shape mask of training image ``index`` (the renderer's own geometry)."""
     gen = torch.Generator().manual_seed(sample_seed(ds.image_seed, ds.split, index))
-    u = torch.rand(20, generator=gen).tolist()
-    radius = (0.20 + 0.14 * u[0]) * n
-    cx, cy = n * (0.5 + 0.3 * (u[1] - 0.5)), n * (0.5 + 0.3 * (u[2] - 0.5))
-    rot = 2 * math.pi * u[3]
-    dx, dy = ds._xs - cx, ds._ys - cy
-    pu, pv = dx * math.cos(rot) + dy * math.sin(rot), dy * math.cos(rot) - dx * math.sin(rot)
-    shape = ds._cues[index % ds.num_classes][0]
-    return (signed_distance(shape, pu, pv, dx, dy, radius) + 0.5).clamp(0, 1)
+    return ds.shape_mask(ds._cues[index % ds.num_classes][0], ds.draw_parameters(gen))[0]
 
 
 def main(count: int = 2000) -> None:

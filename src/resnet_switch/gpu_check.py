@@ -24,6 +24,9 @@ subprocess time limits) and the whole run stops starting new checks at ``budget_
   check is ``skip``, its summary naming why.
 - ``memory``: ``bench memory`` on CUDA, SAN vs RS-Net (ResNet-18, batch 64, 224-96 px, bf16,
   channels_last): peak MiB one step adds (``torch.cuda.max_memory_allocated``).
+- ``adaptive``: the cascade of issue #23 on the device: a short RS-Net run (ResNet-20, synthetic data
+  at 32/24/16 px), its thresholds (``evaluate adaptive=true``), then ``bench adaptive`` at batch 1 and
+  256: ms per image of the cascade against the static configuration of equal accuracy, per budget.
 - ``bench``: ``bench train_step`` at 224 px (resolutions 224-96), batch 64, bf16-mixed,
   channels_last, for resnet18 / resnet50 / mobilenetv2 x rsnet / san: our step vs plain torchvision
   doing the same work under the same autocast and layout, img/s and the time ratio.
@@ -50,7 +53,7 @@ import torch
 
 from .cli.options import check_choice, parse_options, run_tool
 
-PARTS = ("tests", "train", "ddp", "loader", "memory", "bench")
+PARTS = ("tests", "train", "ddp", "loader", "memory", "adaptive", "bench")
 DEFAULTS: dict[str, Any] = {
     "parts": list(PARTS),
     "budget_s": 480,  # no new check starts after this many seconds
@@ -80,6 +83,14 @@ BENCH_RESOLUTIONS = "[224,192,160,128,96]"
 BENCH_MODELS = ("resnet18", "resnet50", "mobilenetv2")
 LOADER_ARGS = ["images=512", "batch_size=64", "epochs=2", "warmup=2"]
 BENCH_METHODS = ("rsnet", "san")
+# adaptive: the RS-Net run whose cascade is timed (cuda: a real one; cpu: the driver's test, tiny)
+ADAPTIVE_TRAIN = ["method=rsnet", "model=resnet20", "data=synthetic", "data.resolutions=[32,24,16]",
+                  "data.batch_size=64", "data.num_workers=0", "trainer.max_epochs=1",
+                  "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "logger=none"]
+ADAPTIVE_SIZE = {"cuda": {"train": ["data.train_samples=2048", "data.val_samples=512"], "calibration": 512,
+                          "images": 1024, "batch_sizes": "[1,256]"},
+                 "cpu": {"train": ["data.train_samples=128", "data.val_samples=64", "model.base_width=8"],
+                         "calibration": 64, "images": 64, "batch_sizes": "[1,32]"}}
 BENCH_SPEED = ["precision=bf16-mixed", "memory_format=channels_last", "batch_size=64",
                f"resolutions={BENCH_RESOLUTIONS}"]
 
@@ -414,6 +425,44 @@ def part_memory(ctx: Context) -> None:
                    san_mb=data["ours_mb"], rsnet_mb=data["compare_mb"], plain_mb=data["baseline_mb"]))
 
 
+def part_adaptive(ctx: Context) -> None:
+    """Train a short RS-Net, fit its cascade thresholds, time the cascade against the static
+    configuration of equal accuracy (``bench adaptive``) on the device."""
+    name, size, run = "rsnet resnet20 cascade", ADAPTIVE_SIZE[ctx.device], ctx.workdir / "adaptive"
+    ckpt = run / "checkpoints" / "last.ckpt"
+    accelerator = ["trainer.accelerator=gpu", "trainer.devices=1"] if ctx.device == "cuda" else [
+        "trainer.accelerator=cpu"]
+    steps = [
+        ("train", [sys.executable, "-m", "resnet_switch.train", *ADAPTIVE_TRAIN, *size["train"], *accelerator,
+                   f"hydra.run.dir={run}"], 150),
+        ("evaluate", [sys.executable, "-m", "resnet_switch.evaluate", f"ckpt={ckpt}", "adaptive=true",
+                      f"cascade.calibration_images={size['calibration']}", f"device={ctx.device}",
+                      f"hydra.run.dir={run / 'evaluate'}"], 120),
+        ("bench", bench_command("adaptive", f"ckpt={ckpt}", f"device={ctx.device}", f"images={size['images']}",
+                                f"batch_sizes={size['batch_sizes']}", "rounds=3", "threads=1"), 120),
+    ]
+    total = 0.0
+    for step, argv, limit in steps:
+        rc, out, err, seconds = run_command(ctx, argv, limit)
+        total += seconds
+        if rc != 0:
+            ctx.add(result("adaptive", name, "fail", total, f"{step}: " + (err if rc == -1 else failure(err))))
+            return
+    data = last_json(out)
+    rows = (data or {}).get("rows") or []
+    if not rows:
+        ctx.add(result("adaptive", name, "fail", total, "bench adaptive: no rows in its JSON line"))
+        return
+    parts = []
+    for batch in sorted({r["batch_size"] for r in rows}):
+        mine = [r for r in rows if r["batch_size"] == batch]
+        best = max(mine, key=lambda r: r["speedup"])
+        parts.append(f"batch {batch}: static/adaptive time {min(r['speedup'] for r in mine):.2f}-"
+                     f"{best['speedup']:.2f}x over {len(mine)} budgets (best: {best['adaptive']['ms_per_image']:.3f} "
+                     f"vs {best['static']['ms_per_image']:.3f} ms/img, {best['static']['config']})")
+    ctx.add(result("adaptive", name, "pass", total, "; ".join(parts), rows=rows))
+
+
 def part_bench(ctx: Context) -> None:
     for model in BENCH_MODELS:
         for method in BENCH_METHODS:
@@ -436,7 +485,7 @@ def part_bench(ctx: Context) -> None:
 
 PART_RUNNERS: dict[str, Callable[[Context], None]] = {
     "tests": part_tests, "train": part_train, "ddp": part_ddp, "loader": part_loader, "memory": part_memory,
-    "bench": part_bench,
+    "adaptive": part_adaptive, "bench": part_bench,
 }
 
 

@@ -90,17 +90,28 @@ class SyntheticScaleDataset(Dataset):
                 self._cache[index] = image
         return image.clone(), label
 
-    def _render(self, shape: str, cue: str, gen: torch.Generator) -> Tensor:
-        """One image (3, N, N) uint8; all geometry in native pixels, scaled by N/64."""
-        n, unit = self.native_size, self.native_size / 64.0
-        u = torch.rand(_NUM_PARAMS, generator=gen).tolist()
+    def shape_mask(self, shape: str, u: list[float]) -> tuple[Tensor, Tensor, Tensor]:
+        """The shape's (N, N) coverage in [0, 1] (1-px anti-aliased edge) and the pixel offsets
+        (dx, dy) from its centre, from the image's parameter draws ``u`` (radius, centre, rotation)."""
+        n = self.native_size
         radius = (0.20 + 0.14 * u[0]) * n
         cx, cy = n * (0.5 + 0.3 * (u[1] - 0.5)), n * (0.5 + 0.3 * (u[2] - 0.5))
         rot = 2 * math.pi * u[3]
         dx, dy = self._xs - cx, self._ys - cy
         pu, pv = dx * math.cos(rot) + dy * math.sin(rot), dy * math.cos(rot) - dx * math.sin(rot)
-        inside = signed_distance(shape, pu, pv, dx, dy, radius)
-        mask = (inside + 0.5).clamp_(0.0, 1.0)  # 1-px anti-aliased edge
+        mask = (signed_distance(shape, pu, pv, dx, dy, radius) + 0.5).clamp_(0.0, 1.0)
+        return mask, dx, dy
+
+    @staticmethod
+    def draw_parameters(gen: torch.Generator) -> list[float]:
+        """The image's uniform draws (geometry, texture, colours), first from ``gen``."""
+        return torch.rand(_NUM_PARAMS, generator=gen).tolist()
+
+    def _render(self, shape: str, cue: str, gen: torch.Generator) -> Tensor:
+        """One image (3, N, N) uint8; all geometry in native pixels, scaled by N/64."""
+        n, unit = self.native_size, self.native_size / 64.0
+        u = self.draw_parameters(gen)
+        mask, dx, dy = self.shape_mask(shape, u)
 
         period = 2.5 * (12.0 / 2.5) ** u[4] * unit  # log-uniform in [2.5, 12] px at 64
         phase = 2 * math.pi * u[5]

@@ -10,6 +10,7 @@ metrics: ``val/acc1@R``, ``val/acc5@R`` per evaluation configuration (``@R_w0.5`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,9 +32,10 @@ class SwitchModule(SwitchTrainingModule):
     def __init__(self, method: Method, net: SwitchableNet, optim: dict[str, Any],
                  method_meta: dict[str, Any], run_meta: dict[str, Any] | None = None,
                  calibration_samples: int = 2048, sync_bn: bool = False,
-                 memory_format: str = "contiguous", compile_net: bool = False):
+                 memory_format: str = "contiguous", compile_net: bool = False,
+                 test_resolutions: Sequence[int] = ()):
         super().__init__(method, net, optim, method_meta, run_meta, calibration_samples, sync_bn=sync_bn,
-                         memory_format=memory_format, compile_net=compile_net)
+                         memory_format=memory_format, compile_net=compile_net, test_resolutions=test_resolutions)
         # (global step, rows {resolution, width, top1, top5}) of the last full validation
         self.last_validation: tuple[int, list[dict]] | None = None
         num_classes = net.spec["num_classes"]
@@ -56,7 +58,7 @@ class SwitchModule(SwitchTrainingModule):
                 logits = self.net(batch.at(config.resolution))
             self.acc1[module_key(config)].update(logits, batch.targets)
             self.acc5[module_key(config)].update(logits, batch.targets)
-            if config.width == 1.0:
+            if config.width == 1.0 and config.resolution in self.method.resolutions:  # the ensemble's members
                 full_width[config.resolution] = logits
         ensemble = self.method.ensemble(full_width)
         if ensemble is not None:

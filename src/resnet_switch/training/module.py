@@ -16,7 +16,7 @@ style): :meth:`~SwitchTrainingModule.task_step` (the losses of one step),
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -45,6 +45,15 @@ def metric_suffix(config: SubnetConfig) -> str:
     return f"{config.resolution}" if config.width == 1.0 else f"{config.resolution}_w{config.width:g}"
 
 
+def validation_configs(method_configs: Sequence[SubnetConfig], test_resolutions: Sequence[int] = ()
+                       ) -> list[SubnetConfig]:
+    """The method's evaluation configurations, then full width at each of ``test_resolutions`` not
+    among them (highest first)."""
+    configs = list(method_configs)
+    extra = [SubnetConfig(int(r)) for r in sorted(set(test_resolutions), reverse=True)]
+    return configs + [c for c in extra if c not in configs]
+
+
 def module_key(config: SubnetConfig) -> str:
     """``config.key()`` without dots (``nn.ModuleDict`` keys cannot hold them)."""
     return config.key().replace(".", "p")
@@ -66,11 +75,15 @@ class SwitchTrainingModule(L.LightningModule):
         memory_format: ``contiguous``, ``channels_last`` or ``auto`` (:func:`.speed.resolve_memory_format`).
         compile_net: compile the network in place, one graph per configuration (:mod:`.speed`);
             methods drawing random widths (MutualNet, US-Net) are refused.
+        test_resolutions: resolutions validated besides the method's own evaluation configurations
+            (``data.test_resolutions``: e.g. the I-Net at 32 px tested at 32..16 px), at full width;
+            a resolution without its own BN set runs in the network's default BN mode.
     """
 
     def __init__(self, method: Method, net: nn.Module, optim: dict[str, Any], method_meta: dict[str, Any],
                  run_meta: dict[str, Any] | None = None, calibration_samples: int = 2048, sync_bn: bool = False,
-                 memory_format: str = "contiguous", compile_net: bool = False):
+                 memory_format: str = "contiguous", compile_net: bool = False,
+                 test_resolutions: Sequence[int] = ()):
         super().__init__()
         self.automatic_optimization = False
         self.method = method
@@ -78,7 +91,7 @@ class SwitchTrainingModule(L.LightningModule):
         self.optim = dict(optim)
         self.method_meta = dict(method_meta)
         self.run_meta = dict(run_meta or {})
-        self.eval_configs = method.eval_configs()
+        self.eval_configs = validation_configs(method.eval_configs(), test_resolutions)
         self.calibration_samples = int(calibration_samples)
         self.calibrated_step: int | None = None  # global step of the last BN recalibration
         self.finite_guard = FiniteGuard()

@@ -148,6 +148,7 @@ class ClassificationTask:
             sync_bn=bool(cfg.trainer.get("sync_batchnorm", False)),
             memory_format=resolve_memory_format(cfg.get("memory_format", "auto"), parts.net, on_cuda(cfg.trainer)),
             compile_net=cfg.get("compile", False),
+            test_resolutions=datamodule.test_resolutions,
         )
 
     def results(self, trainer: L.Trainer, module: SwitchTrainingModule, datamodule) -> list[dict]:
