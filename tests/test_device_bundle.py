@@ -22,9 +22,9 @@ SRC = REPO / "src" / "resnet_switch"
 IMAGE = {"torch", "torchvision", "lightning", "pytorch_lightning", "lightning_utilities", "torchmetrics", "numpy",
          "PIL", "matplotlib", "tensorboard", "tqdm", "yaml", "packaging", "pytest", "onnx", "onnxruntime",
          "onnxscript", "sklearn", "scipy", "timm", "typing_extensions", "fsspec", "jinja2"}
-OPTIONAL = {"wandb", "submitit", "pycocotools", "hydra_plugins", "optuna", "sqlalchemy", "alembic"}  # not carried
+OPTIONAL = {"wandb", "submitit", "hydra_plugins", "optuna", "sqlalchemy", "alembic"}  # not carried
 IMPORT_NAME = {"hydra-core": "hydra", "omegaconf": "omegaconf", "antlr4-python3-runtime": "antlr4",
-               "torchcodec": "torchcodec", "setuptools": "setuptools"}  # the bundle's distributions
+               "torchcodec": "torchcodec", "pycocotools": "pycocotools", "setuptools": "setuptools"}  # the bundle's distributions
 IMAGE_DISTS = {"torch", "torchvision", "lightning", "torchmetrics", "tensorboard", "matplotlib", "pillow", "numpy"}
 OPTIONAL_DISTS = {"wandb"}
 
@@ -99,7 +99,8 @@ def test_config_targets_import_from_the_image_the_bundle_or_optional():
 def test_bundle_pins_satisfy_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     pins = bundle()
-    requirements = [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]]
+    requirements = [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]
+                    + project["project"]["optional-dependencies"]["detection"]]  # carried: detection runs there
     for req in requirements:
         name = req.name.lower()
         if name in pins:

@@ -23,11 +23,12 @@ from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.data.multires import MultiResBatch
 from resnet_switch.deploy.export import DEFAULTS as EXPORT_DEFAULTS
 from resnet_switch.deploy.export import export
+from resnet_switch.errors import ConfigError
 from resnet_switch.layers.scale_conv import ScaleConv2d
 from resnet_switch.layers.source_bn import SourcePrivateBatchNorm2d
 from resnet_switch.methods import build_method
 from resnet_switch.methods.build import build_net_for_method
-from resnet_switch.models import build_switchable, load_plain_weights, switchify
+from resnet_switch.models import build_switchable, load_plain_weights, surgery, switchify
 from resnet_switch.models.surgery import source_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
@@ -201,6 +202,23 @@ def test_small_input_stem_keeps_keys_and_cuts_the_stride():
     assert features(torch.zeros(1, 3, 32, 32)).shape[-1] == 4
 
 
+def test_bn_momentum_sets_every_private_set_and_rebuilds_from_the_spec():
+    """``model.bn_momentum``: torchvision's MobileNetV3 keeps its BN statistics at momentum 0.01; the
+    option sets every private BN set's momentum, and the checkpoint's spec rebuilds the same source."""
+    def momenta(module):
+        return {m.momentum for m in module.modules() if isinstance(m, nn.BatchNorm2d)}
+
+    library = build_switchable("torchvision", [32, 16], layers="private_bn", num_classes=NUM_CLASSES,
+                               arch="mobilenet_v3_small")
+    assert momenta(library) == {0.01}
+    net = build_switchable("torchvision", [32, 16], layers="private_bn", num_classes=NUM_CLASSES,
+                           arch="mobilenet_v3_small", bn_momentum=0.1)
+    assert momenta(net) == {0.1} and net.spec["bn_momentum"] == 0.1
+    assert momenta(surgery.source_model(net.spec)) == {0.1}
+    with pytest.raises(ConfigError, match="^model.bn_momentum: must be in"):
+        surgery.build_source("torchvision", "mobilenet_v3_small", bn_momentum=1.5)
+
+
 @pytest.mark.parametrize("overrides,starts", [
     (["model=timm", "model.arch=efficientnet_b0", "method=mutualnet"], "method: mutualnet is not supported with model=timm"),
     (["model=torchvision", "model.arch=resnet19"], "model.arch: unknown torchvision model 'resnet19'; did you mean 'resnet18'"),
@@ -225,7 +243,7 @@ def test_train_refuses_a_network_without_batchnorm_exit_2_one_line(tmp_path):
                    f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert "Traceback" not in proc.stderr and len(errors) == 1
+    assert proc.stderr.strip().splitlines() == errors and len(errors) == 1  # nothing else, no traceback
     assert errors[0].startswith("error: model.arch: timm convnext_nano has no BatchNorm2d layer")
 
 

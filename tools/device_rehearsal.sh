@@ -52,7 +52,7 @@ names = [m.name for m in pkgutil.walk_packages(resnet_switch.__path__, "resnet_s
 for name in names:
     importlib.import_module(name)
 import sys
-for module in ("hydra", "omegaconf", "antlr4", "torchcodec"):  # the bundle's, not a site folder's
+for module in ("hydra", "omegaconf", "antlr4", "torchcodec", "pycocotools"):  # the bundle's, not a site folder's
     where = importlib.import_module(module).__file__
     assert where.startswith(sys.prefix), f"{module} imports from {where}, not from the bundle in {sys.prefix}"
 print(f"rehearsal: {len(names)} modules of resnet_switch import (torch {torch.__version__}, hydra {hydra.__version__}, "

@@ -37,7 +37,7 @@ INET_LR=0.1
 
 model_args() {  # the model overrides of a short model name
   case $1 in
-    tv_mnv3s) echo "model=torchvision model.arch=mobilenet_v3_small model.small_input=true" ;;
+    tv_mnv3s) echo "model=torchvision model.arch=mobilenet_v3_small model.small_input=true model.bn_momentum=0.1" ;;
     timm_regx002) echo "model=timm model.arch=regnetx_002 model.small_input=true" ;;
     resnet20) echo "model=resnet20" ;;
     *) echo "unknown model $1" >&2; exit 2 ;;

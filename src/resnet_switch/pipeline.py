@@ -114,7 +114,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     keep_freed_memory()
     task = check_task(cfg)
     run_dir = Path(cfg.run_dir)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # a refusal below stays one line; run.json has the seed
 
     parts = task.build(cfg, load_pretrained(cfg))
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir, cfg.task_name)

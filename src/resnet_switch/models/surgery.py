@@ -111,10 +111,12 @@ def check_kwargs(kwargs: Any) -> dict[str, Any]:
 
 
 def build_source(source: str, arch: str | None, kwargs: dict[str, Any] | None = None, num_classes: int = 1000,
-                 in_channels: int = 3, small_input: bool = False) -> nn.Module:
+                 in_channels: int = 3, small_input: bool = False, bn_momentum: float | None = None) -> nn.Module:
     """The plain source network (random weights): ``torchvision.models.get_model(arch, num_classes=...,
     **kwargs)`` or ``timm.create_model(arch, num_classes=..., in_chans=..., **kwargs)``; for torchvision
-    with ``in_channels != 3`` the first conv takes ``in_channels``; ``small_input``: see the module doc."""
+    with ``in_channels != 3`` the first conv takes ``in_channels``; ``small_input``: see the module doc;
+    ``bn_momentum``: every BatchNorm's running-statistics momentum (``None``: the library's; torchvision's
+    MobileNetV3 and EfficientNets use 0.01, whose statistics barely move in a run of a few hundred steps)."""
     arch = check_arch(source, arch)
     kwargs = check_kwargs(kwargs)
     try:
@@ -132,6 +134,13 @@ def build_source(source: str, arch: str | None, kwargs: dict[str, Any] | None = 
                           "check the constructor's arguments") from None
     if small_input:
         small_input_stem(module)
+    if bn_momentum is not None:
+        if not 0.0 < float(bn_momentum) <= 1.0:
+            raise ConfigError(f"model.bn_momentum: must be in (0, 1], got {bn_momentum}; e.g. 0.1, or null for the "
+                              "library's")
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = float(bn_momentum)
     return module
 
 
@@ -270,10 +279,11 @@ def kind_of_factory(layers) -> tuple[str, dict[str, Any]]:
 
 
 def converted_backbone(source: str, layers, arch: str | None = None, kwargs: dict[str, Any] | None = None,
-                       num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> nn.Module:
+                       num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
+                       bn_momentum: float | None = None) -> nn.Module:
     """``source``'s ``arch`` converted for the layer factory ``layers`` (its kind and switch state)."""
     kind, options = kind_of_factory(layers)
-    module = build_source(source, arch, kwargs, num_classes, in_channels, small_input)
+    module = build_source(source, arch, kwargs, num_classes, in_channels, small_input, bn_momentum)
     if not any(isinstance(m, nn.BatchNorm2d) for m in module.modules()):
         raise ConfigError(f"model.arch: {source} {arch} has no BatchNorm2d layer; switchify gives each resolution its "
                           "own BN set, so it needs a BatchNorm network (e.g. resnet18, efficientnet_b0)")
@@ -284,7 +294,7 @@ def source_model(spec: dict[str, Any]) -> nn.Module:
     """A fresh plain source network of a converted network's ``spec`` (what its materialisation loads
     into strictly)."""
     return build_source(spec["name"], spec.get("arch"), spec.get("kwargs"), spec.get("num_classes", 1000),
-                        spec.get("in_channels", 3), spec.get("small_input", False))
+                        spec.get("in_channels", 3), spec.get("small_input", False), spec.get("bn_momentum"))
 
 
 @torch.no_grad()
@@ -310,8 +320,8 @@ def load_source_weights(net: SwitchableNet, state_dict: dict[str, torch.Tensor])
 
 def _register(source: str) -> None:
     def constructor(layers, arch: str | None = None, kwargs: dict[str, Any] | None = None, num_classes: int = 1000,
-                    in_channels: int = 3, small_input: bool = False) -> nn.Module:
-        return converted_backbone(source, layers, arch, kwargs, num_classes, in_channels, small_input)
+                    in_channels: int = 3, small_input: bool = False, bn_momentum: float | None = None) -> nn.Module:
+        return converted_backbone(source, layers, arch, kwargs, num_classes, in_channels, small_input, bn_momentum)
 
     constructor.__name__ = constructor.__qualname__ = f"{source}_backbone"
     constructor.__doc__ = f"A {source} model (``arch``, ``kwargs``) converted for ``layers`` (:func:`converted_backbone`)."
