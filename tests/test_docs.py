@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import REPO
+from .helpers import REPO, needs
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def page_text(site: Path, page: str) -> str:
     return re.sub(r"<[^>]+>", " ", html)
 
 
+@needs("mkdocs")
 def test_api_reference_is_generated_from_the_docstrings(site):
     switch = page_text(site, "api/switch")
     assert "SubnetConfig" in switch and "SwitchState" in switch
@@ -42,6 +43,7 @@ def test_api_reference_is_generated_from_the_docstrings(site):
     assert first_words in " ".join(models.split())
 
 
+@needs("mkdocs")
 def test_every_topic_page_is_built(site):
     for page in ("getting-started", "methods", "configuration", "training-at-scale", "evaluation", "deployment",
                  "published-checkpoints", "quantization", "detection", "fine-tuning", "benchmarks", "data",

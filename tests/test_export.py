@@ -19,6 +19,7 @@ from resnet_switch.switch import SubnetConfig
 from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 
 from .ckpt_factory import randomize_bn, write_checkpoint, write_method_checkpoints
+from .helpers import needs
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def load_any(fmt, path):
     raise AssertionError(fmt)
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=needs("onnxscript"))])
 @pytest.mark.parametrize("fold", [False, True])
 def test_export_reproduces_switchable_outputs(ckpts, tmp_path, fmt, fold):
     out = tmp_path / f"model.{fmt}"

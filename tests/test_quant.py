@@ -40,6 +40,7 @@ from resnet_switch.training.checkpointing import (
 )
 
 from .ckpt_factory import randomize_bn, write_checkpoint
+from .helpers import needs
 
 W2A2 = {"weight_bits": 2, "act_bits": 2}
 
@@ -353,7 +354,7 @@ def _load_exported(fmt, path):
     return load_quantized_state(torch.load(path, weights_only=True))  # the plain model from the file alone
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "state_dict"])
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=needs("onnxscript")), "state_dict"])
 def test_quantized_export_reproduces_the_switchable_network(quant_ckpt, tmp_path, fmt):
     out = tmp_path / f"model.{fmt}"
     result = export.main([f"ckpt={quant_ckpt}", "resolution=14", f"format={fmt}", f"out={out}", "bn_mode=interpolate"])

@@ -9,13 +9,14 @@ from hydra.core.global_hydra import GlobalHydra
 
 from resnet_switch.cli.overrides import CONF_DIR
 
-from .helpers import run_cli
+from .helpers import needs, run_cli
 
 TINY = ["model=resnet20", "model.base_width=4", "data.batch_size=16", "data.num_workers=0",
         "data.train_samples=32", "data.val_samples=16", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
 
 
+@needs("hydra_plugins.hydra_submitit_launcher", "wandb")
 def test_multirun_through_submitit_local_gives_each_job_its_results_and_wandb_run(tmp_path):
     proc = run_cli("resnet_switch.train", "-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={tmp_path}",
                    "method=individual", "data.resolutions=[16],[12]", "logger=many", *TINY, timeout=300)
@@ -36,6 +37,7 @@ def test_multirun_through_submitit_local_gives_each_job_its_results_and_wandb_ru
     assert len(list((tmp_path / ".submitit").iterdir())) >= 2  # submitit ran each job on its own
 
 
+@needs("hydra_plugins.hydra_submitit_launcher", "hydra_plugins.hydra_optuna_sweeper")
 def test_launcher_and_optuna_configs_compose():
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -48,6 +50,7 @@ def test_launcher_and_optuna_configs_compose():
     assert study.hydra.sweeper.direction == "maximize" and "optim.lr" in study.hydra.sweeper.params
 
 
+@needs("hydra_plugins.hydra_optuna_sweeper")
 def test_optuna_study_runs_and_persists_in_sqlite(tmp_path):
     db = tmp_path / "study" / "optuna.db"
     proc = run_cli("resnet_switch.train", "hparams_search=optuna", "hydra.sweeper.n_trials=2",

@@ -5,7 +5,7 @@ import json
 
 from resnet_switch.train import train, wandb_offline
 
-from .helpers import tiny_cfg
+from .helpers import needs, tiny_cfg
 
 
 def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
@@ -19,6 +19,7 @@ def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
     assert wandb_offline() is True
 
 
+@needs("wandb")
 def test_wandb_run_records_table_plot_and_curves(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
