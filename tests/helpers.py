@@ -214,5 +214,11 @@ def assert_crash_then_resume_is_exact(make_cfg, tmp_path: Path, overrides: list[
 def needs(*modules: str):
     """Skip unless every module is importable: optional extras the lent GPU machines' image lacks
     (mkdocs, wandb, the Hydra launcher/sweeper plugins), so the whole fast suite runs there too."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing
+            return True
+
+    missing = [m for m in modules if absent(m)]
     return pytest.mark.skipif(bool(missing), reason=f"optional package(s) not installed: {', '.join(missing)}")
