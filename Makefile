@@ -27,7 +27,7 @@ train: $(STAMP)  ## main job: RS-Net on the embedded data, and at the same budge
 	$(BIN)/python -m resnet_switch.train $(ARGS) hydra.run.dir=$(RUN_DIR)/switchable
 	$(BIN)/python -m resnet_switch.train $(ARGS) $(INET32) hydra.run.dir=$(RUN_DIR)/inet32
 	$(BIN)/python -m resnet_switch.report $(RUN_DIR) table=wide out=$(RUN_DIR)/report.md \
-	    plot=$(RUN_DIR)/top1_vs_resolution.png title="make train, the switchable net and the I-Net at 32 px"
+	    plot=$(RUN_DIR)/top1_vs_resolution.png title="make train: the switchable net and the I-Net at 32 px"
 
 train-seeds: $(STAMP)  ## the main job for seeds 0..4 and its report over seeds (experiments/main_job)
 	bash experiments/main_job/run.sh $(ARGS)

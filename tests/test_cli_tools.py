@@ -161,3 +161,11 @@ def test_bench_memory_prints_json_last_line(capsys):
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"ours_mb", "baseline_mb", "ratio"} <= set(result)
     assert result["ours_mb"] > 0 and result["baseline_mb"] > 0
+
+
+def test_a_text_option_keeps_a_colon():
+    # `report title="make train: ..."` (the Makefile's): YAML would read "a: b" as a mapping
+    from resnet_switch.cli.options import parse_options
+
+    options, _ = parse_options({"title": "", "runs": 1}, ["title=make train: the nets", "runs=2"])
+    assert options == {"title": "make train: the nets", "runs": 2}

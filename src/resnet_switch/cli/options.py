@@ -42,6 +42,7 @@ def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *, allow_ext
     a retired key is refused with ``<key>: use <new key>=<value> (as in train)``.
     """
     given: dict[str, Any] = {}
+    raw: dict[str, str] = {}
     for token in argv:
         key, sep, value = token.partition("=")
         if not sep or not key:
@@ -49,13 +50,17 @@ def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *, allow_ext
         if renamed and key in renamed:
             raise renamed_option(key, renamed[key], value)
         given[key] = parse_value(key, value)
+        raw[key] = value
     extra = {k: v for k, v in given.items() if k not in defaults}
     if extra and not allow_extra:
         raise unknown_option(next(iter(extra)), list(defaults))
     options = dict(defaults)
     for key in defaults:
         if key in given:
-            options[key] = check_type(key, given[key], defaults[key])
+            value = given[key]
+            if isinstance(defaults[key], str) and isinstance(value, dict):  # text with a colon: "a: b"
+                value = raw[key]
+            options[key] = check_type(key, value, defaults[key])
     return options, extra
 
 
