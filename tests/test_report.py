@@ -110,6 +110,23 @@ def test_claims_file(tmp_path):
                                                            "title": ""})
     assert "| rs beats i16 | holds |" in text
     assert "| rs beats both at 16 | does not hold |" in text  # i32 (85) > rs (80) at 16 px
+    assert "vs i16 @32: +10.00 [+10.00, +10.00] (n=3)" in text
+
+
+def test_a_claim_without_its_runs_reads_no_results(tmp_path):
+    (tmp_path / "long.csv").write_text("run,seed,resolution,top1\n" + "".join(
+        f"{run},{s},32,{v + s}\n" for run, v in (("rs", 80), ("i32", 70)) for s in range(3)))
+    (tmp_path / "claims.yaml").write_text(
+        "- {claim: rs beats i32, better: rs, worse: i32}\n"
+        "- {claim: rs beats i32 and i64 (not run yet), better: rs, worse: [i32, i64]}\n"
+        "- {claim: rs beats i32 at 16 px (not tested there), better: rs, worse: i32, at: [16]}\n")
+    text, _, _ = build_report([str(tmp_path / "long.csv")], {"metric": "top1", "table": "long", "pair": [],
+                                                           "interval": "t", "claims": str(tmp_path / "claims.yaml"),
+                                                           "title": ""})
+    assert "| rs beats i32 | holds |" in text
+    assert "| rs beats i32 and i64 (not run yet) | no results | vs i32 @32: +10.00" in text
+    assert "vs i64: no results for i64 |" in text
+    assert "| rs beats i32 at 16 px (not tested there) | no results | vs i32: no shared seeds at [16] |" in text
 
 
 def test_main_writes_files(tmp_path, capsys):

@@ -91,21 +91,31 @@ def load_claims(path: str) -> list[dict[str, Any]]:
 
 
 def claims_table(results: Sequence[Result], claims: Sequence[dict[str, Any]], interval: str) -> str:
-    """One line per claim: its verdict and the tightest paired interval behind it."""
+    """One line per claim: its verdict and the tightest paired interval behind it. A claim whose runs
+    are missing (a study still running) reads ``no results`` and names what is missing."""
+    labels = {r.label for r in results}
     rows = []
     for c in claims:
         worse = c["worse"] if isinstance(c["worse"], list) else [c["worse"]]
         at = c.get("at")
         verdicts, evidence = [], []
         for w in worse:
-            diffs = paired_differences(results, str(c["better"]), str(w), interval)
-            verdicts.append(claim_verdict(diffs, at))
+            missing = [name for name in (str(c["better"]), str(w)) if name not in labels]
+            diffs = [] if missing else paired_differences(results, str(c["better"]), str(w), interval)
             chosen = [d for d in diffs if at is None or d.resolution in at]
+            if not chosen:
+                verdicts.append("no results")
+                evidence.append(f"vs {w}: no results for {', '.join(missing)}" if missing
+                                else f"vs {w}: no shared seeds at {at}")
+                continue
+            verdicts.append(claim_verdict(chosen))
             worst = min(chosen, key=lambda d: d.low)
-            evidence.append(f"vs {w} @{worst.resolution}: {worst.mean:+.2f} [{worst.low:+.2f}, {worst.high:+.2f}]")
-        verdict = ("does not hold" if "does not hold" in verdicts
+            evidence.append(f"vs {w} @{worst.resolution}: {worst.mean:+.2f} [{worst.low:+.2f}, {worst.high:+.2f}] "
+                            f"(n={worst.n})")
+        verdict = ("does not hold" if "does not hold" in verdicts else "no results" if "no results" in verdicts
                    else "holds" if all(v == "holds" for v in verdicts) else "not shown")
-        rows.append({"claim": c["claim"], "verdict": verdict, "weakest pair (n seeds, 95%)": "; ".join(evidence)})
+        rows.append({"claim": c["claim"], "verdict": verdict, "weakest pair (mean [95% interval], n seeds)":
+                     "; ".join(evidence)})
     return markdown_table(rows)
 
 
@@ -155,7 +165,7 @@ def build_report(paths: Sequence[str], opts: dict[str, Any]) -> tuple[str, list[
                   difference_table(paired_differences(results, better, worse, opts["interval"]), opts["interval"])]
     if claims:
         parts += ["\nClaims (holds: shown at every asked resolution; does not hold: the opposite is shown "
-                  "somewhere; not shown: an interval spans 0):\n", claims_table(results, claims, opts["interval"])]
+                  "somewhere; not shown: an interval spans 0; no results: runs missing):\n", claims_table(results, claims, opts["interval"])]
     return "\n".join(p for p in parts if p) + "\n", summaries, results
 
 
