@@ -54,3 +54,40 @@ def test_data_settings_are_spelled_as_in_train_and_null_keeps_the_training_runs(
     assert (kept.batch_size, kept.num_workers) == (64, 0)
     changed = evaluate_module.build_eval_datamodule(meta, _eval_cfg("data.batch_size=8", "data.num_workers=1"), [16])
     assert (changed.batch_size, changed.num_workers, list(changed.test_resolutions)) == (8, 1, [16])
+
+
+def _fake_rows(top1):
+    def fake_evaluate_checkpoint(path, cfg, test_resolutions, device, extra=None):
+        return [{"model": "san resnet20 @16-12", "resolution": r, "width": 1.0, "top1": top1 - r, "top5": 99.0,
+                 "bn": "proxy", "madds": r * 1000, "params": 10} for r in test_resolutions]
+    return fake_evaluate_checkpoint
+
+
+def test_one_checkpoint_is_written_as_a_run_the_report_reads(tmp_path, monkeypatch):
+    from resnet_switch.evaluation.runs import read_results, write_run_info
+
+    trained = tmp_path / "san_s3"
+    (trained / "checkpoints").mkdir(parents=True)
+    write_run_info(trained, {"label": "san", "seed": 3, "method": "san", "resolutions": [16, 12]})
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", _fake_rows(90.0))
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    for mode, label, out in (("proxy", None, "eval_proxy"), ("ideal", "san_exact", "eval_ideal")):
+        overrides = [f"ckpt={ckpt}", "test_resolutions=[16,14,12]", f"bn_mode={mode}", f"run_dir={tmp_path / out}",
+                     "device=cpu"] + ([f"label={label}"] if label else [])
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            evaluate_module.evaluate(compose("evaluate", overrides=overrides))
+    got = sorted((r.label, r.seed, r.resolution, r.value) for r in read_results([tmp_path / "eval_proxy",
+                                                                                 tmp_path / "eval_ideal"]))
+    assert got == [("san_exact", 3, 12, 78.0), ("san_exact", 3, 14, 76.0), ("san_exact", 3, 16, 74.0),
+                   ("san_proxy", 3, 12, 78.0), ("san_proxy", 3, 14, 76.0), ("san_proxy", 3, 16, 74.0)]
+
+
+def test_several_checkpoints_are_not_written_as_one_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", _fake_rows(90.0))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        evaluate_module.evaluate(compose("evaluate", overrides=["ckpt=[a.ckpt,b.ckpt]", "test_resolutions=[16]",
+                                                                f"run_dir={tmp_path}", "device=cpu"]))
+    assert (tmp_path / "eval_rows.csv").is_file()
+    assert not (tmp_path / "run.json").exists() and not (tmp_path / "results.csv").exists()

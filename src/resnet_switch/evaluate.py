@@ -2,7 +2,9 @@
 
 Accuracy of one or more checkpoints at any test resolutions (and, for slimmable checkpoints, any
 widths): a checkpoint-by-test-resolution table (Markdown + CSV, SAN Table 1 layout), a long CSV
-with MAdds, and ``acc_vs_madds.png``.
+with MAdds, and ``acc_vs_madds.png``. With ONE checkpoint it also writes ``results.csv`` + ``run.json``
+(label: ``label=``, else the training run's with ``_<bn_mode>``; its seed), so
+``python -m resnet_switch.report`` reads the evaluation like a training run.
 
 ``query_table=true`` instead builds MutualNet's query table of ONE checkpoint (every width from the
 method's smallest to its largest in ``width_step`` steps x test resolutions, BN recalibrated per
@@ -35,6 +37,7 @@ from .evaluation.adaptive_eval import run_adaptive
 from .evaluation.costs import check_widths, count_costs
 from .evaluation.reporting import markdown_table, pivot, plot_accuracy_vs_madds, write_csv
 from .evaluation.results import add_costs
+from .evaluation.runs import RESULTS_FILE, evaluation_run_info, write_run_info
 from .layers.calibration import calibratable_layers
 from .methods import Method
 from .models.switchable import SwitchableNet
@@ -194,6 +197,20 @@ def evaluate_checkpoint(path: str, cfg: DictConfig, test_resolutions, device: to
     return [{"model": label, **r} for r in add_costs(rows, net)]
 
 
+def write_report_run(run_dir: Path, ckpt: str, rows: list[dict], cfg: DictConfig) -> None:
+    """``results.csv`` + ``run.json`` of a one-checkpoint evaluation (the files ``train`` writes), when
+    its label and seed are known (:func:`.evaluation.runs.evaluation_run_info`)."""
+    def checkpoint_seed():  # a checkpoint without its training folder: the seed its data settings kept
+        return load_checkpoint(ckpt)["resnet_switch"].get("run", {}).get("data", {}).get("seed")
+
+    info = evaluation_run_info(ckpt, cfg.bn_mode, cfg.get("label"), checkpoint_seed)
+    if info is None:
+        return
+    columns = ("resolution", "width", "top1", "top5", "madds", "params")
+    write_csv([{c: r[c] for c in columns} for r in rows], run_dir / RESULTS_FILE)
+    write_run_info(run_dir, info)
+
+
 def unique_labels(labels: list[str], paths: list[str]) -> list[str]:
     """Table row names, one per checkpoint: a label that several checkpoints share (two seeds, or
     an ablation such as ``private_bn=false`` of the same method) gets its checkpoint path appended,
@@ -256,6 +273,8 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     md = markdown_table(table)
     write_csv(table, run_dir / "eval_table.csv")
     write_csv(rows, run_dir / "eval_rows.csv")
+    if len(paths) == 1:
+        write_report_run(run_dir, paths[0], rows, cfg)
     (run_dir / "eval_table.md").write_text(f"top-1 (%) by test resolution, bn_mode={cfg.bn_mode or 'method default'}\n\n{md}\n")
     series: dict[str, list] = {}
     for r in rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,22 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> Path:
     path = Path(run_dir) / RUN_INFO_FILE
     path.write_text(json.dumps(info, indent=1) + "\n")
     return path
+
+
+def evaluation_run_info(ckpt: str | Path, bn_mode: str | None, label: str | None,
+                        checkpoint_seed: Callable[[], int | None]) -> dict[str, Any] | None:
+    """``run.json`` of a one-checkpoint evaluation, so ``report`` reads it like a training run:
+    ``label`` if given, else the training run's label (its ``run.json`` beside ``checkpoints/``) with
+    ``_<bn_mode>`` appended when a BN mode was asked; the training run's seed (else ``checkpoint_seed()``).
+    None when neither a label nor a seed can be told."""
+    trained = Path(ckpt).resolve().parent.parent / RUN_INFO_FILE
+    info = json.loads(trained.read_text()) if trained.is_file() else {}
+    seed = info["seed"] if "seed" in info else checkpoint_seed()
+    name = label or (info.get("label") and (f"{info['label']}_{bn_mode}" if bn_mode else info["label"]))
+    if seed is None or not name:
+        return None
+    return {**{k: info[k] for k in ("task", "method", "model", "data", "resolutions") if k in info},
+            "label": name, "seed": int(seed), "evaluated": str(ckpt), "bn_mode": bn_mode}
 
 
 def run_dirs(path: Path) -> list[Path]:
