@@ -1,8 +1,11 @@
 """Fault tolerance on tiny runs: step checkpoints, exact mid-epoch resume, NaN stops, the loader's
 resumable position."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from resnet_switch.data.sampling import EpochShuffleSampler, ResumableLoader
 from resnet_switch.models import build_switchable
@@ -180,3 +183,23 @@ def test_deferred_check_raises_lag_steps_later_or_on_flush(on_cuda, lag):
                                                  r"resolution=12 width=1;"):
         guard.flush()
     guard.flush()  # read once: a later flush has nothing left to raise
+
+
+class EpochOfLastCheckpoint(Callback):
+    """At each epoch's start: the epoch stored in ``last.ckpt`` (None while there is none)."""
+
+    seen: list = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        EpochOfLastCheckpoint.seen.append(load_checkpoint(path)["epoch"] if path.is_file() else None)
+
+
+def test_last_checkpoint_is_refreshed_after_epochs_without_validation(tmp_path):
+    """check_val_every_n_epoch=3: Lightning's ModelCheckpoint would save only after epoch 3's
+    validation; a run killed in epoch 2 or 3 must still resume from the epoch before."""
+    EpochOfLastCheckpoint.seen = []
+    train(tiny_cfg(tmp_path, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=3",
+                   "+callbacks.record._target_=tests.test_fault_tolerance.EpochOfLastCheckpoint"))
+    assert EpochOfLastCheckpoint.seen == [None, 0, 1]  # saved after epochs 0 and 1, which have no validation
+    assert _ckpt(tmp_path)["epoch"] == 2

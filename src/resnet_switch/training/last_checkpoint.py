@@ -16,7 +16,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``<dirpath>/<filename>.ckpt`` after every epoch (after validation) and, with
+    """``<dirpath>/<filename>.ckpt`` after every epoch (after its validation; at the end of training
+    an epoch that has none, e.g. with ``check_val_every_n_epoch > 1``) and, with
     ``every_n_train_steps=N``, after every N-th optimizer step inside an epoch. A step that ends an
     epoch is left to the per-epoch save that follows its validation.
 
@@ -43,3 +44,12 @@ class LastCheckpoint(ModelCheckpoint):
                 or trainer.fast_dev_run or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch):
             return
         trainer.save_checkpoint(self.path)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_skip_saving_checkpoint(trainer) or self._should_save_on_train_epoch_end(trainer):
+            return  # saving is off here (sanity check, fast_dev_run), or the parent just saved
+        every = trainer.check_val_every_n_epoch
+        validates = trainer.enable_validation and (every is None or (trainer.current_epoch + 1) % every == 0)
+        if not validates:  # no validation end follows this epoch to save it
+            trainer.save_checkpoint(self.path)
