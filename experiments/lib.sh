@@ -43,15 +43,19 @@ evaluate() {
 
 run_jobs() {
   local lane
-  shopt -s globstar nullglob
-  rm -rf "$OUT"/**/*.claim  # claims left by a stopped runner
+  _clear_claims  # claims left by a stopped runner
   for lane in $(seq 1 "$LANES"); do _lane "$1" & done
   wait
-  rm -rf "$OUT"/**/*.claim
+  _clear_claims
 }
 
-_lane() {  # one lane of run_jobs
+_clear_claims() {  # every DIR.claim under OUT (a subshell: the glob options stay there)
+  (shopt -s globstar nullglob; rm -rf "$OUT"/**/*.claim)
+}
+
+_lane() {  # one lane of run_jobs (a subshell); set -f: a job's words such as data.resolutions=[32] are not globs
   local dir cmd args
+  set -f
   while read -r dir cmd args; do
     mkdir -p "$(dirname "$dir")"
     mkdir "$dir.claim" 2> /dev/null || continue

@@ -113,6 +113,18 @@ def test_claims_file(tmp_path):
     assert "vs i16 @32: +10.00 [+10.00, +10.00] (n=3)" in text
 
 
+def test_a_refuted_claim_names_the_pair_that_refutes_it(tmp_path):
+    # 32 px: differences +1, +15, -10 (the lowest interval bound); 16 px: -10 on every seed (shown worse)
+    values = {("rs", 32): [80, 90, 85], ("i", 32): [79, 75, 95], ("rs", 16): [60, 61, 62], ("i", 16): [70, 71, 72]}
+    (tmp_path / "long.csv").write_text("run,seed,resolution,top1\n" + "".join(
+        f"{run},{s},{r},{v}\n" for (run, r), vs in values.items() for s, v in enumerate(vs)))
+    (tmp_path / "claims.yaml").write_text("- {claim: rs beats i, better: rs, worse: i}\n")
+    text, _, _ = build_report([str(tmp_path / "long.csv")], {"metric": "top1", "table": "long", "pair": [],
+                                                           "interval": "t", "claims": str(tmp_path / "claims.yaml"),
+                                                           "title": ""})
+    assert "| rs beats i | does not hold | vs i @16: -10.00 [-10.00, -10.00] (n=3) |" in text
+
+
 def test_a_claim_without_its_runs_reads_no_results(tmp_path):
     (tmp_path / "long.csv").write_text("run,seed,resolution,top1\n" + "".join(
         f"{run},{s},32,{v + s}\n" for run, v in (("rs", 80), ("i32", 70)) for s in range(3)))

@@ -1,29 +1,83 @@
 #!/usr/bin/env bash
-# MutualNet vs US-Net on the synthetic data: widths [0.25, 1.0] x resolutions 32..16, then the
-# query table (accuracy vs MAdds frontier) of each. ResNet-20 with 32 base channels. The two
-# trainings run in parallel, one thread each (~30 min on 2 cores).
+# MutualNet vs US-Net on the embedded synthetic data, over SEEDS: ResNet-20 with 32 base channels,
+# widths [0.25, 1.0] x resolutions 32..16 (US-Net trains every sub-network at 32 px only). Per
+# (method, seed):
+#   train     OUT/<method>_train/s<seed>  label <method>_train: the run's own test at the end (widths
+#             {1, 0.625, 0.25} x [32, 28, 24, 20, 16])
+#   evaluate  OUT/<method>/s<seed>        label <method>: the final model at widths [0.25, 0.5, 0.75, 1.0]
+#             x [32, 28, 24, 20, 16] on the 2000 validation images, BN statistics per configuration
+#             (those the checkpoint stores, the others recalibrated on 1024 training images)
+#   query     OUT/<method>_query/s<seed>  the query table (accuracy vs MAdds frontier, width step 0.25,
+#             budget 20M MAdds, no latency): query_table.md and query_frontier.png of that seed
+# Then the report over seeds with claims.yaml's verdicts (on the evaluations' labels, mutualnet/usnet).
+#
+# Budget (the earlier single-seed record's): 4 epochs of 6400 generated images (100 steps of batch 64 per
+# epoch), 2000 validation images, calibration on 1024 images. Recipe: the current defaults (SGD lr 0.02:
+# both methods sum one loss per sub-network; crop [0.5, 1]); the record's "optim.lr=0.1
+# data.crop_scale=[0.25,1.0]" is dropped. seed=S sets initialisation and data order, method.seed=S the
+# width/resolution draws; the images are the same for every seed (data.synthetic.image_seed=0).
+# Knobs: SEEDS ("0 1 2"), LANES (2: runs side by side, one thread each), EXTRA (appended to every
+# training), EVAL_EXTRA (appended to every evaluation and query table; evaluate takes other keys than
+# train, e.g. "limit_batches=2 calibration_samples=32"), OUT (experiments/synthetic_mutualnet/runs),
+# RESULTS (where results.md, summary.csv and the plot go: experiments/synthetic_mutualnet), PY.
+# Resumable: a finished training (its results.csv), evaluation (its eval_rows.csv) or query table (its
+# query_table.csv) is skipped, an unfinished training resumes from its own last.ckpt
+# (experiments/lib.sh); one job trains, evaluates and queries, so no lane evaluates a model another lane
+# is still training. Stop it any time and run it again to go on.
+# Time (an estimate, not measured): the earlier record's two trainings and query tables took ~30 min
+# side by side on 2 cores; 3 seeds x 2 methods on 2 lanes: ~1.5 h on a quiet 2-core machine.
+# Usage: bash experiments/synthetic_mutualnet/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
-OUT=experiments/synthetic_mutualnet/runs
-rm -rf "$OUT"
-export WANDB_MODE=${WANDB_MODE:-offline}
-# the recipe these results were recorded with (before the main job's fix: experiments/main_job/README.md)
-COMMON="optim.lr=0.1 data.crop_scale=[0.25,1.0] trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 data.num_workers=2 model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16] calibration_samples=1024"
+HERE=experiments/synthetic_mutualnet
+OUT=${OUT:-$HERE/runs}
+RESULTS=${RESULTS:-$HERE}
+SEEDS=${SEEDS:-"0 1 2"}
+EXTRA=${EXTRA:-}
+EVAL_EXTRA=${EVAL_EXTRA:-}
+# shellcheck source=SCRIPTDIR/../lib.sh
+source experiments/lib.sh
 
-mkdir -p $OUT
-export OMP_NUM_THREADS=1
-for m in mutualnet usnet; do
-  $PY -m resnet_switch.train task_name=synthetic_mutualnet method=$m $COMMON trainer.enable_progress_bar=false \
-      hydra.run.dir=$OUT/$m > $OUT/$m.log 2>&1 &
-done
-wait %1 && wait %2
-for m in mutualnet usnet; do
-  $PY -m resnet_switch.evaluate ckpt=$OUT/$m/checkpoints/last.ckpt query_table=true width_step=0.25 \
-      latency_runs=0 calibration_samples=1024 budget.madds=20M hydra.run.dir=$OUT/query_$m
-done
-{
-  for m in mutualnet usnet; do echo "## $m"; cat $OUT/query_$m/query_table.md; echo; done
-} > experiments/synthetic_mutualnet/results.md
-cp $OUT/query_mutualnet/query_frontier.png experiments/synthetic_mutualnet/mutualnet_frontier.png
-cp $OUT/query_usnet/query_frontier.png experiments/synthetic_mutualnet/usnet_frontier.png
+RES_LIST="[32,28,24,20,16]"
+WIDTHS="[0.25,0.5,0.75,1.0]"
+# one line: job lines are read line by line
+COMMON="task_name=synthetic_mutualnet trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000"
+COMMON+=" model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=$RES_LIST calibration_samples=1024"
+
+query() {  # query DIR CKPT: the query table of CKPT into DIR, skipped when DIR/query_table.csv exists
+  local dir=$1 ckpt=$2
+  [[ -f $dir/query_table.csv ]] && return 0
+  # shellcheck disable=SC2086  # EVAL_EXTRA: overrides, one word each
+  evaluate "$dir" "ckpt=$ckpt" query_table=true width_step=0.25 "test_resolutions=$RES_LIST" \
+      latency_runs=0 calibration_samples=1024 budget.madds=20M $EVAL_EXTRA
+}
+
+# train_eval DIR NAME OVERRIDES...: train DIR, then evaluate its final model into OUT/NAME/<seed folder>
+# and build its query table in OUT/NAME_query/<seed folder>
+train_eval() {
+  local dir=$1 name=$2
+  shift 2
+  local seed_dir=${dir##*/} ckpt=$dir/checkpoints/last.ckpt
+  train "$dir" "$@" || return 1
+  # shellcheck disable=SC2086  # EVAL_EXTRA: overrides, one word each
+  evaluate "$OUT/$name/$seed_dir" "ckpt=$ckpt" "widths=$WIDTHS" "test_resolutions=$RES_LIST" \
+      calibration_samples=1024 "label=$name" $EVAL_EXTRA \
+      || echo "$(date +%T) FAILED $OUT/$name/$seed_dir (see $OUT/$name/$seed_dir.log)"
+  query "$OUT/${name}_query/$seed_dir" "$ckpt" \
+      || echo "$(date +%T) FAILED $OUT/${name}_query/$seed_dir (see $OUT/${name}_query/$seed_dir.log)"
+}
+
+job_list() {  # one line per (method, seed): DIR train_eval NAME OVERRIDES...; seed by seed
+  local s m
+  for s in $SEEDS; do
+    for m in mutualnet usnet; do
+      echo "$OUT/${m}_train/s$s train_eval $m $COMMON method=$m method.seed=$s seed=$s label=${m}_train $EXTRA"
+    done
+  done
+}
+
+run_jobs job_list
+
+$PY -m resnet_switch.report "$OUT" table=wide claims=$HERE/claims.yaml "pair=[mutualnet,usnet]" \
+    out="$RESULTS/results.md" csv="$RESULTS/summary.csv" plot="$RESULTS/synthetic_mutualnet.png" \
+    title="Synthetic data, MutualNet vs US-Net, widths 0.25-1.0 (seeds $SEEDS)"

@@ -91,7 +91,8 @@ def load_claims(path: str) -> list[dict[str, Any]]:
 
 
 def claims_table(results: Sequence[Result], claims: Sequence[dict[str, Any]], interval: str) -> str:
-    """One line per claim: its verdict and the tightest paired interval behind it. A claim whose runs
+    """One line per claim: its verdict and the pair that decides it (the one shown worse when the claim
+    does not hold, else the one with the lowest interval bound). A claim whose runs
     are missing (a study still running) reads ``no results`` and names what is missing."""
     labels = {r.label for r in results}
     rows = []
@@ -109,12 +110,13 @@ def claims_table(results: Sequence[Result], claims: Sequence[dict[str, Any]], in
                                 else f"vs {w}: no shared seeds at {at}")
                 continue
             verdicts.append(claim_verdict(chosen))
-            worst = min(chosen, key=lambda d: d.low)
+            against = [d for d in chosen if d.verdict == "<"]  # what refutes it, else the weakest support
+            worst = min(against, key=lambda d: d.high) if against else min(chosen, key=lambda d: d.low)
             evidence.append(f"vs {w} @{worst.resolution}: {worst.mean:+.2f} [{worst.low:+.2f}, {worst.high:+.2f}] "
                             f"(n={worst.n})")
         verdict = ("does not hold" if "does not hold" in verdicts else "no results" if "no results" in verdicts
                    else "holds" if all(v == "holds" for v in verdicts) else "not shown")
-        rows.append({"claim": c["claim"], "verdict": verdict, "weakest pair (mean [95% interval], n seeds)":
+        rows.append({"claim": c["claim"], "verdict": verdict, "deciding pair (mean [95% interval], n seeds)":
                      "; ".join(evidence)})
     return markdown_table(rows)
 
