@@ -7,7 +7,7 @@ others, so the report command keeps budgets apart. ``run_dir`` names the run fol
 
 ``results.csv`` is committed: rows of runs that are not on this machine are kept, and ``run.sh``
 skips every run_dir it lists, so the study goes on from another clone. Written atomically.
-Usage: ``python collect.py [--epochs 5]``.
+Usage: ``python collect.py [--epochs 5] [--runs RUNS] [--out results.csv]``.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("EPOCHS", 5)))
     parser.add_argument("--runs", type=Path, default=HERE / "runs")
+    parser.add_argument("--out", type=Path, default=HERE / "results.csv")
     args = parser.parse_args()
-    target = HERE / "results.csv"
+    target = args.out
     rows = merge_recorded(rows_of_runs(args.runs, args.epochs), target)
     if not rows:
         raise SystemExit(f"no finished runs under {args.runs}")
