@@ -8,6 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from resnet_switch import evaluate as evaluate_module
 from resnet_switch.cli.overrides import CONF_DIR
+from resnet_switch.data.datamodule import SYNTHETIC_VAL_SAMPLES
 
 
 def test_unique_labels_append_the_path_only_to_repeated_labels():
@@ -54,6 +55,9 @@ def test_data_settings_are_spelled_as_in_train_and_null_keeps_the_training_runs(
     assert (kept.batch_size, kept.num_workers) == (64, 0)
     changed = evaluate_module.build_eval_datamodule(meta, _eval_cfg("data.batch_size=8", "data.num_workers=1"), [16])
     assert (changed.batch_size, changed.num_workers, list(changed.test_resolutions)) == (8, 1, [16])
+    assert kept.val_samples == 8
+    whole = evaluate_module.build_eval_datamodule(meta, _eval_cfg("+data.val_samples=null"), [16])
+    assert whole.val_samples == SYNTHETIC_VAL_SAMPLES  # null given with +: the data set's default, not the run's 8
 
 
 def _fake_rows(top1):

@@ -53,11 +53,16 @@ def checkpoint_label(meta: dict[str, Any]) -> str:
     return f"{meta['method']['name']} {meta['net']['name']}{bits} @{span}"
 
 
+KEEP_WHEN_NULL = ("batch_size", "num_workers")  # evaluate.yaml's data keys: null = the training run's
+
+
 def build_eval_datamodule(meta: dict[str, Any], cfg: DictConfig, test_resolutions):
     data = dict(meta["run"]["data"])
     data.pop("resolutions", None)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) or {}
-    data.update({key: value for key, value in overrides.items() if value is not None})
+    # null keeps the run's value for the keys conf/evaluate.yaml lists; a key added with + is applied
+    # as given, null included (+data.val_samples=null: the whole validation split)
+    data.update({key: value for key, value in overrides.items() if value is not None or key not in KEEP_WHEN_NULL})
     data["train_resolutions"] = meta["net"]["resolutions"]
     data["test_resolutions"] = list(test_resolutions)
     return instantiate(data, _convert_="all")
