@@ -8,9 +8,12 @@
 # results.csv (one row per run, seed, method, resolution); the report command makes results.md with
 # claims.yaml's verdicts.
 #
-# Resumable: a finished run (its results.csv, or its rows in the committed results.csv: another
-# machine's run) is skipped, an unfinished one resumes from its own last.ckpt (ckpt_path=auto); stop
-# it any time and run it again to go on. results.csv is refreshed after every run.
+# Resumable (experiments/lib.sh): a finished run (its results.csv, or its rows in the committed
+# results.csv: another clone's run) is skipped, an unfinished one resumes from its own last.ckpt
+# (ckpt_path=auto); stop it any time and run it again to go on. results.csv is refreshed after every run.
+# Knobs: SEEDS, EPOCHS, BUDGETS, RES, DEVICE, PRECISION, LR_ONE, LANES, OUT (run folders), RESULTS
+# (results.csv, results.md, plots), EXTRA (appended to every training) and EVAL_EXTRA (to every
+# evaluation), e.g. for a smoke test.
 #   DEVICE=cpu  (default) LANES=2 lanes side by side, one thread each, batch 128.
 #   DEVICE=cuda one lane, trainer=gpu, batch 512 (lr x4, linear scaling), 8 loader workers.
 #   PRECISION=bf16-mixed (default, both devices): 1.8x faster than 32-true on a CPU with AMX (measured:
@@ -24,76 +27,80 @@
 # Usage: bash experiments/fashion_mnist_full/run.sh      (SEEDS="0 1 2" EPOCHS=5 BUDGETS="2 5 10")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY=${PY:-.venv/bin/python}
 HERE=experiments/fashion_mnist_full
-OUT=$HERE/runs
+OUT=${OUT:-$HERE/runs}
+RESULTS=${RESULTS:-$HERE}
+RECORD=$RESULTS/results.csv  # the committed record: its runs are skipped (lib.sh)
 SEEDS=${SEEDS:-"0 1 2"}
 EPOCHS=${EPOCHS:-5}
 BUDGETS=${BUDGETS:-"2 5 10"}
 RES=${RES:-"28 20 12"}
 DEVICE=${DEVICE:-cpu}
 PRECISION=${PRECISION:-bf16-mixed}
-export WANDB_MODE=${WANDB_MODE:-offline}
-list() { echo "[$(echo $* | tr ' ' ',')]"; }
-RES_LIST=$(list $RES)
-TEST_SAN=[28,24,20,16,12]
+EXTRA=${EXTRA:-}
+EVAL_EXTRA=${EVAL_EXTRA:-}
 if [[ $DEVICE == cuda ]]; then
   LANES=1
   LR_ONE=${LR_ONE:-0.4}
   SPEED="trainer=gpu data.batch_size=512 data.num_workers=8"
 else
-  LANES=${LANES:-2}
-  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   LR_ONE=${LR_ONE:-0.1}
   SPEED="trainer=cpu data.batch_size=128 data.num_workers=0"
 fi
+# shellcheck source=../lib.sh
+source experiments/lib.sh
+RES_LIST="[$(tr ' ' ',' <<< "$RES")]"
+TEST_SAN=[28,24,20,16,12]
 LR_MULTI=$($PY -c "print(round($LR_ONE / $(wc -w <<< "$RES"), 4))")
 ONE="optim.lr=$LR_ONE"
 MULTI="optim.lr=$LR_MULTI"
 # every run: the whole training set, the whole test set at the end, validation only at the end
-COMMON="data=fashion_mnist model=resnet20 data.crop_scale=[0.8,1.0] data.resolutions=$RES_LIST data.test_resolutions=$RES_LIST
-        trainer.enable_progress_bar=false trainer.num_sanity_val_steps=0 trainer.precision=$PRECISION $SPEED"
+COMMON="task_name=fashion_mnist_full data=fashion_mnist model=resnet20 data.crop_scale=[0.8,1.0]
+        data.resolutions=$RES_LIST data.test_resolutions=$RES_LIST trainer.num_sanity_val_steps=0
+        trainer.precision=$PRECISION $SPEED"
 
-recorded() {  # recorded DIR: DIR's rows are in the committed results.csv
-  [[ -f $HERE/results.csv ]] && cut -d, -f1 "$HERE/results.csv" | grep -qxF "${1#"$OUT"/}"
+collect() {  # results.csv from every finished run (and the record's other rows)
+  $PY $HERE/collect.py --epochs "$EPOCHS" --runs "$OUT" --out "$RECORD" > /dev/null
 }
 
-train() {  # train DIR EPOCHS OVERRIDES...
-  local dir=$1 epochs=$2; shift 2
-  if [[ -f $dir/results.csv ]] || recorded "$dir"; then return; fi
-  mkdir -p "$(dirname "$dir")"
-  echo "$(date +%T) train $dir"
-  $PY -m resnet_switch.train task_name=fashion_mnist_full $COMMON trainer.max_epochs=$epochs \
-      trainer.check_val_every_n_epoch=$epochs "$@" ckpt_path=auto hydra.run.dir=$dir > $dir.log 2>&1
-  $PY $HERE/collect.py --epochs "$EPOCHS" > /dev/null
+run() {  # run DIR EPOCHS OVERRIDES...: one training of the study, then results.csv
+  local dir=$1 epochs=$2
+  shift 2
+  # shellcheck disable=SC2086  # COMMON, EXTRA: overrides, one word each
+  train "$dir" $COMMON trainer.max_epochs="$epochs" trainer.check_val_every_n_epoch="$epochs" "$@" $EXTRA || return 1
+  collect
 }
 
-san_eval() {  # san_eval DIR MODE
-  local dir=$1/eval_$2
-  if [[ -f $dir/eval_rows.csv ]] || recorded "$dir"; then return; fi
-  $PY -m resnet_switch.evaluate ckpt=$1/checkpoints/last.ckpt test_resolutions=$TEST_SAN bn_mode=$2 \
-      hydra.run.dir=$dir > $dir.log 2>&1
-  $PY $HERE/collect.py --epochs "$EPOCHS" > /dev/null
+san() {  # san DIR EPOCHS OVERRIDES...: SAN, then its proxy and ideal evaluations (labels san_proxy, san_ideal)
+  local mode
+  finished "$1/eval_proxy" eval_rows.csv && finished "$1/eval_ideal" eval_rows.csv && return 0  # (lib.sh)
+  run "$@" || return 1
+  for mode in proxy ideal; do
+    # shellcheck disable=SC2086
+    evaluate "$1/eval_$mode" ckpt="$1/checkpoints/last.ckpt" test_resolutions=$TEST_SAN bn_mode=$mode $EVAL_EXTRA \
+        || return 1
+  done
+  collect
 }
 
-study() {  # study SEED: every run of one seed at EPOCHS, one job per line (KIND DIR EPOCHS OVERRIDES...)
-  local s=$1 d=$OUT/e$EPOCHS/s$1
-  for r in $RES; do echo "train $d/inet$r $EPOCHS seed=$s method=individual data.resolutions=[$r] $ONE label=inet$r"; done
-  echo "train $d/parallel_private $EPOCHS seed=$s method=parallel method.private_bn=true $MULTI label=parallel_private"
-  echo "train $d/parallel_shared $EPOCHS seed=$s method=parallel method.private_bn=false $MULTI label=parallel_shared"
-  echo "train $d/rsnet_vanilla $EPOCHS seed=$s method=rsnet method.distill=vanilla $MULTI label=rsnet_vanilla"
-  echo "train $d/rsnet_full $EPOCHS seed=$s method=rsnet method.distill=full $MULTI label=rsnet_full"
-  echo "san $d/san $EPOCHS seed=$s method=san $MULTI label=san"
+study() {  # study SEED: every run of one seed at EPOCHS, one job per line (DIR COMMAND EPOCHS OVERRIDES...)
+  local s=$1 d=$OUT/e$EPOCHS/s$1 r
+  for r in $RES; do echo "$d/inet$r run $EPOCHS seed=$s method=individual data.resolutions=[$r] $ONE label=inet$r"; done
+  echo "$d/parallel_private run $EPOCHS seed=$s method=parallel method.private_bn=true $MULTI label=parallel_private"
+  echo "$d/parallel_shared run $EPOCHS seed=$s method=parallel method.private_bn=false $MULTI label=parallel_shared"
+  echo "$d/rsnet_vanilla run $EPOCHS seed=$s method=rsnet method.distill=vanilla $MULTI label=rsnet_vanilla"
+  echo "$d/rsnet_full run $EPOCHS seed=$s method=rsnet method.distill=full $MULTI label=rsnet_full"
+  echo "$d/san san $EPOCHS seed=$s method=san $MULTI label=san"
 }
 
 budget() {  # budget SEED EPOCHS: the I-Nets and RS-Net (full MRED) at another budget than EPOCHS
   local s=$1 e=$2 r
-  for r in $RES; do echo "train $OUT/e$e/s$s/inet$r $e seed=$s method=individual data.resolutions=[$r] $ONE label=inet$r"; done
-  echo "train $OUT/e$e/s$s/rsnet_full $e seed=$s method=rsnet method.distill=full $MULTI label=rsnet_full"
+  for r in $RES; do echo "$OUT/e$e/s$s/inet$r run $e seed=$s method=individual data.resolutions=[$r] $ONE label=inet$r"; done
+  echo "$OUT/e$e/s$s/rsnet_full run $e seed=$s method=rsnet method.distill=full $MULTI label=rsnet_full"
 }
 
 hypothesis() {  # hypothesis SEED: RS-Net trains at the I-Nets' lr (LR_ONE, not divided by the number of resolutions)
-  echo "train $OUT/e$EPOCHS/s$1/rsnet_full_lr_one $EPOCHS seed=$1 method=rsnet method.distill=full $ONE label=rsnet_full_lr_one"
+  echo "$OUT/e$EPOCHS/s$1/rsnet_full_lr_one run $EPOCHS seed=$1 method=rsnet method.distill=full $ONE label=rsnet_full_lr_one"
 }
 
 job_list() {  # the whole study, most needed first: main runs, the smaller budgets, the lr test, the larger budgets
@@ -109,21 +116,9 @@ job_list() {  # the whole study, most needed first: main runs, the smaller budge
   return 0
 }
 
-lane() {  # lane: take the next job no other lane holds (a DIR.claim folder) until none is left
-  local kind dir epochs rest
-  while read -r kind dir epochs rest; do
-    mkdir -p "$(dirname "$dir")"
-    mkdir "$dir.claim" 2> /dev/null || continue
-    # shellcheck disable=SC2086  # rest: the job's overrides, one word each
-    if train "$dir" "$epochs" $rest && { [[ $kind != san ]] || { san_eval "$dir" proxy && san_eval "$dir" ideal; }; }
-    then :; else echo "$(date +%T) FAILED $dir (see $dir.log)"; fi
-    rmdir "$dir.claim"
-  done < <(job_list)
-}
-
-rm -rf "$OUT"/e*/s*/*.claim  # claims of a run that was stopped
-for k in $(seq 1 "$LANES"); do lane & done
-wait
-$PY $HERE/collect.py
-$PY -m resnet_switch.report $HERE/results.csv table=wide claims=$HERE/claims.yaml out=$HERE/results.md \
-    plot=$HERE/top1_vs_resolution.png title="Fashion-MNIST, full split, $EPOCHS epochs (seeds $SEEDS)"
+run_jobs job_list
+collect
+$PY -m resnet_switch.report "$RECORD" table=wide claims=$HERE/claims.yaml out="$RESULTS/results.md" \
+    plot="$RESULTS/top1_vs_resolution.png" title="Fashion-MNIST, full split, $EPOCHS epochs (seeds $SEEDS)"
+$PY -m resnet_switch.report "$RECORD" claims=$HERE/claims_budget.yaml out="$RESULTS/results_budget.md" \
+    title="RS-Net - I-Net at the I-Net's resolution, by budget (seeds $SEEDS)"
