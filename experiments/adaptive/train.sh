@@ -37,7 +37,7 @@ train() {  # train DIR OVERRIDES...
   mkdir -p "$(dirname "$dir")"
   local start=$SECONDS
   # shellcheck disable=SC2086
-  $PY -m resnet_switch.train task_name=adaptive "$@" ckpt_path=auto hydra.run.dir="$dir" > "$dir.log" 2>&1 \
+  $PY -m resnet_switch.train task_name=adaptive optim.warmup_epochs=1 "$@" ckpt_path=auto hydra.run.dir="$dir" > "$dir.log" 2>&1 \
       || { echo "$(date +%T) FAILED $dir (see $dir.log)"; return; }
   echo "$(date +%T) done $dir ($((SECONDS - start)) s)"
 }

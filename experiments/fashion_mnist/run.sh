@@ -42,7 +42,7 @@ source experiments/lib.sh
 RES_LIST=[28,24,20,16,12]
 WIDTHS=[0.25,0.5,0.75,1.0]
 # one line: job lines are read line by line
-COMMON="task_name=fashion_mnist data=fashion_mnist model=resnet20 model.base_width=8 data.train_samples=6000"
+COMMON="task_name=fashion_mnist data=fashion_mnist model=resnet20 model.base_width=8 data.train_samples=6000 optim.warmup_epochs=1"
 COMMON+=" data.val_samples=1000 data.batch_size=64 data.num_workers=0 trainer.max_epochs=4"
 COMMON+=" data.resolutions=$RES_LIST method.width_range=[0.25,1.0] method.divisor=2"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One recipe of the main job's diagnosis over seeds: `make train`'s RS-Net with extra overrides, two
-# lanes of one thread; prints "NAME sS top1@32 top1@16 wall_s" per seed into runs/diagnose/NAME.txt.
+# lanes of one thread; prints "NAME sS top1@32 top1@16 wall_s" per seed into diagnose/NAME.txt.
 # Resumable: a seed whose run directory holds results.csv is only reported.
 # Usage: bash experiments/main_job/diagnose.sh NAME "SEEDS" [overrides...]
 #   e.g. bash experiments/main_job/diagnose.sh lr0.1_nokd "0 2" optim.lr=0.1 data.crop_scale=[0.25,1.0] method.distill=none
@@ -8,7 +8,7 @@ set -u
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 NAME=$1; SEEDS=$2; shift 2
-OUT=experiments/main_job/runs/diagnose
+OUT=experiments/main_job/diagnose  # git-ignored; outside runs/, which the report reads whole
 export WANDB_MODE=${WANDB_MODE:-offline} OMP_NUM_THREADS=1
 one() {
   local s=$1; shift; local d=$OUT/$NAME/s$s

@@ -32,7 +32,7 @@ DATASETS=${DATASETS:-"synthetic fashion_mnist"}
 MODELS=${MODELS:-"tv_mnv3s timm_regx002 resnet20"}
 LANES=${LANES:-2}
 EXTRA=${EXTRA:-}
-COMMON="trainer.enable_progress_bar=false data.num_workers=0"
+COMMON="trainer.enable_progress_bar=false data.num_workers=0 optim.warmup_epochs=1"
 INET_LR=0.1
 
 model_args() {  # the model overrides of a short model name

@@ -33,7 +33,7 @@ source experiments/lib.sh
 RES="32 24 16"
 RES_LIST=[32,24,16]
 # one line: job lines are read line by line
-COMMON="task_name=synthetic_lq quant=lq trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000"
+COMMON="task_name=synthetic_lq quant=lq trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 optim.warmup_epochs=1"
 COMMON+=" data.test_resolutions=$RES_LIST"
 
 bits() {  # bits SETTING: the model and quantizer overrides of one bit setting

@@ -41,7 +41,7 @@ source experiments/lib.sh
 RES_LIST="[32,28,24,20,16]"
 WIDTHS="[0.25,0.5,0.75,1.0]"
 # one line: job lines are read line by line
-COMMON="task_name=synthetic_mutualnet trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000"
+COMMON="task_name=synthetic_mutualnet trainer.max_epochs=4 data.train_samples=6400 data.val_samples=2000 optim.warmup_epochs=1"
 COMMON+=" model.base_width=32 method.width_range=[0.25,1.0] data.resolutions=$RES_LIST calibration_samples=1024"
 
 query() {  # query DIR CKPT: the query table of CKPT into DIR, skipped when DIR/query_table.csv exists

@@ -31,7 +31,7 @@ source experiments/lib.sh
 # Job lines carry only plain words (the kind, R, the seed); the overrides are built here, quoted.
 # EXTRA is split into words without globbing (an override such as data.resolutions=[32] stays as is).
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
-COMMON=(task_name=synthetic_rsnet trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000
+COMMON=(task_name=synthetic_rsnet trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 optim.warmup_epochs=1
         "data.test_resolutions=[32,28,24,20,16]")
 RES="32 28 24 20 16"
 

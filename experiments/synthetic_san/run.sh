@@ -48,7 +48,7 @@ for word in "${EXTRA_ARGS[@]}"; do
   case $word in calibration_samples=* | limit_batches=*) EVAL_ARGS=("$word" "${EVAL_ARGS[@]}") ;; esac
 done
 TEST="[32,30,28,26,24,22,20,18,16]"
-COMMON=(task_name=synthetic_san trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000)
+COMMON=(task_name=synthetic_san trainer.max_epochs=5 data.train_samples=6400 data.val_samples=2000 optim.warmup_epochs=1)
 RES="32 28 24 20 16"
 
 inet() {  # inet DIR R SEED: the I-Net trained at R px, tested at TEST

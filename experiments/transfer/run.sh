@@ -40,7 +40,7 @@ source experiments/lib.sh
 
 # one line each: job lines are read line by line
 COMMON="task_name=transfer method=mutualnet method.width_range=[0.25,1.0] data.resolutions=[32,28,24,20,16]"
-COMMON+=" calibration_samples=512"
+COMMON+=" calibration_samples=512 optim.warmup_epochs=1"
 SOURCE="data.synthetic.num_classes=10 data.synthetic.image_seed=0 trainer.max_epochs=3 data.train_samples=6400"
 SOURCE+=" data.val_samples=2000"
 TARGET="data.synthetic.num_classes=15 data.synthetic.image_seed=1 trainer.max_epochs=5 data.train_samples=1280"
