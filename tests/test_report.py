@@ -150,6 +150,15 @@ def test_main_writes_files(tmp_path, capsys):
     assert (tmp_path / "r.md").read_text().startswith("top1 over seeds")
 
 
+def test_labels_keep_only_the_named_runs(tmp_path, capsys):
+    write_run(tmp_path / "a0", "x", 0, {32: 50.0})
+    write_run(tmp_path / "b0", "y", 0, {32: 70.0})
+    main([str(tmp_path), "labels=[y]", f"csv={tmp_path / 'r.csv'}"])
+    out = capsys.readouterr().out
+    assert "| y | 32 | 1 | 1 | 70.00 |" in out and "| x |" not in out
+    assert "50.0" not in (tmp_path / "r.csv").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere"], "report: no file or directory nowhere"),
     ([], "report: give run directories"),
@@ -157,6 +166,7 @@ def test_main_writes_files(tmp_path, capsys):
     (["{d}", "pair=[x,y]"], "pair: no results labelled 'y'"),
     (["{d}", "metric=top9"], "metric: "),
     (["{d}", "pair=[x]"], "pair: expected pair=[A,B]"),
+    (["{d}", "labels=[z]"], "labels: no results labelled 'z'"),
 ])
 def test_bad_input_names_the_field(tmp_path, args, message):
     write_run(tmp_path / "r0", "x", 0, {32: 50.0})

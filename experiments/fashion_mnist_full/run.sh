@@ -122,7 +122,9 @@ job_list() {  # the whole study, most needed first: main runs, the smaller budge
 
 run_jobs job_list
 collect
-$PY -m resnet_switch.report "$RECORD" table=wide claims=$HERE/claims.yaml out="$RESULTS/results.md" \
+# results.md and the plot: the study's runs at EPOCHS; results_budget.md: every run, the budget claims
+MAIN="[$(for r in $RES; do printf 'inet%s,' "$r"; done)parallel_private,parallel_shared,rsnet_vanilla,rsnet_full,san_proxy,san_ideal]"
+$PY -m resnet_switch.report "$RECORD" table=wide labels="$MAIN" claims=$HERE/claims.yaml out="$RESULTS/results.md" \
     plot="$RESULTS/top1_vs_resolution.png" title="Fashion-MNIST, full split, $EPOCHS epochs (seeds $SEEDS)"
 $PY -m resnet_switch.report "$RECORD" claims=$HERE/claims_budget.yaml out="$RESULTS/results_budget.md" \
     title="RS-Net - I-Net at the I-Net's resolution, by budget (seeds $SEEDS)"

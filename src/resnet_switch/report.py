@@ -9,6 +9,7 @@ Options:
     metric=top1            the column to summarise (top1, top5, or any numeric results column)
     table=long|wide        long: one line per group; wide: ``mean +- std`` per resolution column
     pair=[A,B]             paired differences A - B (also a list of pairs: pair=[[A,B],[A,C]])
+    labels=[A,B,...]       only the results of these labels (tables, claims, plot); default: every label
     interval=t|bootstrap   95 % interval of a paired mean (t over seeds; seed bootstrap)
     claims=FILE.yaml       list of {claim: text, better: A, worse: B or [B, ...], at: [resolutions]}
     out=FILE.md csv=FILE.csv plot=FILE.png title=TEXT
@@ -37,7 +38,7 @@ from .evaluation.seed_stats import (
     summarise,
 )
 
-DEFAULTS: dict[str, Any] = {"metric": "top1", "table": "long", "pair": [], "interval": "t", "claims": "",
+DEFAULTS: dict[str, Any] = {"metric": "top1", "table": "long", "pair": [], "labels": [], "interval": "t", "claims": "",
                             "out": "", "csv": "", "plot": "", "title": ""}
 
 
@@ -149,6 +150,17 @@ def plot_summaries(summaries: Sequence[Summary], path: Path, title: str, metric:
     return path
 
 
+def keep_labels(results: Sequence[Result], labels: Sequence[str]) -> list[Result]:
+    """The results of ``labels`` only (all when empty); a label without results is an error."""
+    if isinstance(labels, str):
+        labels = [labels]
+    missing = [label for label in labels if label not in {r.label for r in results}]
+    if missing:
+        raise ValueError(f"labels: no results labelled {missing[0]!r}; give labels the runs have, "
+                         f"e.g. labels=[{','.join(sorted({r.label for r in results})[:2])}]")
+    return [r for r in results if not labels or r.label in set(labels)]
+
+
 def build_report(paths: Sequence[str], opts: dict[str, Any]) -> tuple[str, list[Summary], list[Result]]:
     check_choice("table", opts["table"], ("long", "wide"))
     check_choice("interval", opts["interval"], INTERVALS)
@@ -157,7 +169,7 @@ def build_report(paths: Sequence[str], opts: dict[str, Any]) -> tuple[str, list[
     if not paths:
         raise ValueError("report: give run directories or results CSV files, e.g. "
                          "python -m resnet_switch.report outputs/train/*")
-    results = read_results(paths, opts["metric"])
+    results = keep_labels(read_results(paths, opts["metric"]), opts.get("labels") or [])
     summaries = summarise(results)
     parts = [f"# {opts['title']}\n" if opts["title"] else "",
              f"{opts['metric']} over seeds (mean, sample std, min, max, n seeds):\n",
