@@ -26,6 +26,7 @@ TINY = [
     "data.train_samples=64", "data.val_samples=32",
     "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=1", "logger=csv", "callbacks.progress_bar=null",
+    "optim.warmup_epochs=1",  # 4 steps of warm-up: the first step is small (the first-step probes)
 ]
 
 
