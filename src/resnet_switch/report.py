@@ -152,13 +152,15 @@ def plot_summaries(summaries: Sequence[Summary], path: Path, title: str, metric:
 
 def keep_labels(results: Sequence[Result], labels: Sequence[str]) -> list[Result]:
     """The results of ``labels`` only (all when empty); a label without results is an error."""
-    if isinstance(labels, str):
-        labels = [labels]
-    missing = [label for label in labels if label not in {r.label for r in results}]
+    wanted = {labels} if isinstance(labels, str) else set(labels)
+    if not wanted:
+        return list(results)
+    have = {r.label for r in results}
+    missing = sorted(wanted - have)
     if missing:
         raise ValueError(f"labels: no results labelled {missing[0]!r}; give labels the runs have, "
-                         f"e.g. labels=[{','.join(sorted({r.label for r in results})[:2])}]")
-    return [r for r in results if not labels or r.label in set(labels)]
+                         f"e.g. labels=[{','.join(sorted(have)[:2])}]")
+    return [r for r in results if r.label in wanted]
 
 
 def build_report(paths: Sequence[str], opts: dict[str, Any]) -> tuple[str, list[Summary], list[Result]]:
