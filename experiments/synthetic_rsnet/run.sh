@@ -15,9 +15,7 @@
 # summary.csv and the plot go: experiments/synthetic_rsnet), PY.
 # Resumable: a finished run (its results.csv) is skipped, an unfinished one resumes from its own
 # last.ckpt (experiments/lib.sh); stop it any time and run it again to go on.
-# Time (an estimate, not measured at this budget): ~30 min on a 2-core machine with 2 lanes for 3 seeds
-# (RS-Net ~10 min a seed: the main job's 296 s median for 240 steps scaled to 500; the five I-Nets
-# together ~1.2x RS-Net, from 30-step timings).
+# Time: 59 min for 3 seeds with 2 lanes on a 2-core machine with other trainings beside it (README).
 # Usage: bash experiments/synthetic_rsnet/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
