@@ -42,3 +42,18 @@ def test_transfer_recipe_is_mutualnets_fine_tuning_and_needs_a_checkpoint():
     assert list(cfg.method.width_range) == [0.25, 1.0] and list(cfg.data.resolutions) == [224, 192, 160, 128]
     with pytest.raises(ConfigError, match=r"^model.init.ckpt: this experiment fine-tunes"):
         check_init_options(cfg)
+
+
+@pytest.mark.parametrize("overrides,lr", [
+    (["method=san", "model=mobilenetv2"], 0.006),                    # the pair's file (method_model/)
+    (["method=rsnet", "model=mobilenetv2"], 0.006),
+    (["method=san", "model=mobilenetv2", "optim.lr=0.05"], 0.05),    # the command line wins
+    (["experiment=san_mobilenetv2_imagenet", "data.root=/imagenet"], 0.05),  # a paper recipe wins
+    (["method=san", "model=resnet20"], 0.02),                        # no file: optim's default
+    ([], 0.02),
+])
+def test_method_model_file_sets_the_pairs_lr_below_recipes_and_the_command_line(overrides, lr):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "run_dir=/tmp/x"])
+    assert cfg.optim.lr == lr

@@ -39,6 +39,21 @@ def test_warm_start_copies_torchvision_into_every_private_set(name, tv_name):
             torch.testing.assert_close(net(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def test_small_input_mobilenetv2_is_torchvisions_with_output_stride_8():
+    """small_input: stride-1 first conv and first 24-channel block (the CIFAR MobileNetV2), same keys."""
+    ref = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    ref.features[0][0].stride = (1, 1)
+    ref.features[2].conv[1][0].stride = (1, 1)  # the depthwise conv of the first 24-channel block
+    net = build_switchable("mobilenetv2", [32], layers="plain", num_classes=10, small_input=True)
+    net.net.load_state_dict(ref.state_dict())
+    net.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(net(x), ref(x), rtol=0, atol=0)
+    assert net.net.features(x).shape[-2:] == (4, 4)  # output stride 8
+    imagenet = build_switchable("mobilenetv2", [32], layers="plain", num_classes=10, small_input=False)
+    assert imagenet.net.features(x).shape[-2:] == (1, 1)  # output stride 32
+
+
 def test_plain_weights_of_wrong_model_are_rejected():
     ref = torchvision.models.resnet18(num_classes=10)
     net = build_switchable("mobilenetv2", [32], layers="private_bn", num_classes=10)

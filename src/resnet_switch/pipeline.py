@@ -10,11 +10,13 @@ W&B's finish.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
 
@@ -32,6 +34,8 @@ from .training.quiet import quiet_third_party
 from .training.speed import check_memory_format
 from .training.sweeps import cluster_plugins
 from .training.tasks import TASKS, Task
+
+log = logging.getLogger(__name__)
 
 INIT_REQUIRED = "required"  # an experiment's model.init.ckpt that the command line must fill
 
@@ -94,6 +98,15 @@ def load_pretrained(cfg: DictConfig) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def log_pair_settings(cfg: DictConfig) -> None:
+    """Say when train.yaml's ``method_model`` entry picked a (method, model) pair's own file (its lr):
+    a value no group file of the command line names."""
+    choice = HydraConfig.get().runtime.choices.get("method_model") if HydraConfig.initialized() else None
+    if choice:
+        log.info("method_model=%s: this pair's own settings (conf/method_model/%s.yaml): optim.lr=%s",
+                 choice, choice, cfg.optim.get("lr"))
+
+
 def run_info(cfg: DictConfig, resolutions, wall_s: float, resumed: bool) -> dict:
     """What names this run in ``report`` tables (``run.json``, :mod:`.evaluation.runs`); ``wall_s``:
     seconds from the start of ``train`` to its results in this process (``resumed``: it went on from a
@@ -113,6 +126,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_speed_options(cfg)
     keep_freed_memory()
     task = check_task(cfg)
+    log_pair_settings(cfg)
     run_dir = Path(cfg.run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # a refusal below stays one line; run.json has the seed
 
