@@ -64,7 +64,7 @@ class MobileNetV2(nn.Module):
 
     ``small_input`` (32-px images): the first conv and the first 24-channel block at stride 1, output
     stride 8 (4x4 maps at 32 px) as the usual CIFAR MobileNetV2; otherwise output stride 32 as on ImageNet.
-    The layout and the state dict keys are the same either way.
+    The modules and the state dict keys are the same either way.
     """
 
     def __init__(self, layers: PlainLayers, num_classes: int = 1000, in_channels: int = 3,
