@@ -223,3 +223,18 @@ def needs(*modules: str):
 
     missing = [m for m in modules if absent(m)]
     return pytest.mark.skipif(bool(missing), reason=f"optional package(s) not installed: {', '.join(missing)}")
+
+
+class MethodEpochProbe(Callback):
+    """The training progress the method was given (``method.epoch``, set before each step) and
+    whether it distilled, after every training step. Instances made by Hydra are appended to
+    :attr:`made` (newest last)."""
+
+    made: list[MethodEpochProbe] = []
+
+    def __init__(self):
+        MethodEpochProbe.made.append(self)
+        self.seen: list[tuple[float, bool]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen.append((pl_module.method.epoch, pl_module.method.distilling()))

@@ -11,7 +11,7 @@ from resnet_switch.train import build_datamodule, train
 from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 from resnet_switch.training.lit_module import metric_suffix
 
-from .helpers import FirstBatchProbe, tiny_cfg
+from .helpers import FirstBatchProbe, MethodEpochProbe, tiny_cfg
 
 PROBE = ["+callbacks.probe._target_=tests.helpers.FirstBatchProbe"]
 
@@ -49,3 +49,15 @@ def test_method_trains_and_checkpoint_rebuilds_it(method, extra, tmp_path):
                             bn_mode=bn_mode, progress=False)
     rebuilt = {f"acc1@{metric_suffix(SubnetConfig(r['resolution'], r['width']))}": r["top1"] for r in rows}
     assert rebuilt == pytest.approx(metrics, abs=1e-6)
+
+
+def test_mutualnet_distillation_warmup_follows_training_progress(tmp_path):
+    # 64 images at batch 16: 4 steps an epoch; the method sees global_step / 4 before each step and
+    # distils from epoch 1.5 on (steps 6 and 7 of 8)
+    cfg = tiny_cfg(tmp_path, "method=mutualnet", "method.width_range=[0.5,1.0]", "calibration_samples=16",
+                   "method.distill_warmup_epochs=1.5", "trainer.max_epochs=2", "data.val_samples=16",
+                   "+callbacks.epochs._target_=tests.helpers.MethodEpochProbe")
+    train(cfg)
+    seen = MethodEpochProbe.made[-1].seen
+    assert [e for e, _ in seen] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert [d for _, d in seen] == [False] * 6 + [True] * 2

@@ -75,6 +75,26 @@ def test_without_inplace_distillation_students_use_labels():
     torch.testing.assert_close(out["loss_min"], F.cross_entropy(student, batch.targets), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("epoch, distilled", [(0.0, False), (0.99, False), (1.0, True), (2.5, True)])
+def test_distillation_warmup_students_learn_labels_first(epoch, distilled):
+    method, net, batch = setup("mutualnet", n_random=0, seed=3, distill_warmup_epochs=1)
+    method.set_epoch(epoch)
+    out, seen, _ = run_step(method, net, batch)
+    with torch.no_grad():
+        with net.switch(seen[0][0]):
+            teacher = net(batch.at(32))
+        with net.switch(seen[1][0]):
+            student = net(batch.at(seen[1][0].resolution))
+    expected = kl_to_teacher(student, teacher) if distilled else F.cross_entropy(student, batch.targets)
+    torch.testing.assert_close(out["loss_min"], expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [-1, True, float("nan")])
+def test_distillation_warmup_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="method.distill_warmup_epochs"):
+        build_method("mutualnet", RES, distill_warmup_epochs=bad)
+
+
 def test_usnet_runs_every_subnetwork_at_the_highest_resolution():
     method, net, batch = setup("usnet", n_random=3)
     _, seen, backwards = run_step(method, net, batch)

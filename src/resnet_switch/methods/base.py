@@ -71,6 +71,10 @@ class Method(nn.Module):
         method's own (detection) run each of these and call ``backward`` once per configuration."""
         return list(self.train_configs())
 
+    def set_epoch(self, epoch: float) -> None:
+        """Called before each training step with the training progress in epochs (``1.5``: halfway
+        through the second epoch), for methods whose loss changes over training; default: ignored."""
+
     def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
         """Train one step: call ``backward(loss)`` one or more times, return detached scalars to log
         (``loss`` is the total, plus per-part entries)."""

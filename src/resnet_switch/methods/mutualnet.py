@@ -3,7 +3,9 @@
 Sandwich rule per step (MutualNet sec. 3.2, Fig. 2): the full width at the highest resolution learns
 from the labels, ``L_full = CE(N(W_{0:1}, I_max), y)``; the smallest width and ``n_random`` widths drawn
 uniformly in the range, each at a resolution drawn uniformly from the list, learn from the full
-network, ``L_w = KL(p_full.detach() || p(N(W_{0:w}, I_r)))`` (CE with ``inplace_distill=False``).
+network, ``L_w = KL(p_full.detach() || p(N(W_{0:w}, I_r)))`` (CE with ``inplace_distill=False``, and
+during the first ``distill_warmup_epochs``: a teacher that has not learned yet gives near-uniform
+targets, and at short budgets the sub-networks pull the shared weights to them).
 Each sub-network is backpropagated at once (only the detached teacher log-probabilities are kept);
 the caller takes ONE optimizer step. US-Net: the same with every sub-network at the highest
 resolution. S-Net: fixed widths with a private BN each, sum of CE at the highest resolution.
@@ -54,6 +56,8 @@ class MutualNet(Method):
         width_range: ``[lo, hi]``; ``hi`` is the full network (teacher), ``lo`` always trained.
         n_random: random widths per step besides ``lo`` and ``hi``.
         inplace_distill: sub-networks learn ``KL(p_full || p_sub)`` (``False``: CE with the labels).
+        distill_warmup_epochs: epochs at the start in which the sub-networks learn from the labels
+            even with ``inplace_distill`` (0: the paper's, distillation from the first step).
         seed: seed of the width/resolution draws (a ``random.Random`` on the host: no device sync;
             its state is saved in the state dict, so a resumed run continues the same sequence).
         divisor, min_channels, role_ratios: channel rounding of the slimmable layers (stored in the
@@ -66,13 +70,19 @@ class MutualNet(Method):
 
     def __init__(self, resolutions: Sequence[int], width_range: Sequence[float] = (0.25, 1.0),
                  n_random: int = 2, inplace_distill: bool = True, seed: int = 0, divisor: int = 8,
-                 min_channels: int | None = None, role_ratios: dict | None = None):
+                 min_channels: int | None = None, role_ratios: dict | None = None,
+                 distill_warmup_epochs: float = 0.0):
         lo, hi = check_width_range(width_range)
         super().__init__(resolutions, widths=(hi, lo))
         if isinstance(n_random, bool) or int(n_random) != n_random or n_random < 0:
             raise ValueError(f"method.n_random: must be a non-negative integer, got {n_random!r}")
         self.width_range = (lo, hi)
         self.n_random, self.inplace_distill = int(n_random), bool(inplace_distill)
+        if isinstance(distill_warmup_epochs, bool) or not float(distill_warmup_epochs) >= 0:
+            raise ValueError("method.distill_warmup_epochs: must be a number >= 0 (epochs of label-only "
+                             f"sub-networks), got {distill_warmup_epochs!r}")
+        self.distill_warmup_epochs = float(distill_warmup_epochs)
+        self.epoch = 0.0  # training progress in epochs (set_epoch, before each step)
         self.rounding = channel_rounding(divisor, min_channels, role_ratios)
         self.rng = random.Random(seed)
 
@@ -81,6 +91,13 @@ class MutualNet(Method):
 
     def backward_calls(self) -> int:
         return 2 + self.n_random
+
+    def set_epoch(self, epoch: float) -> None:
+        self.epoch = float(epoch)
+
+    def distilling(self) -> bool:
+        """Whether this step's sub-networks learn from the full network (else from the labels)."""
+        return self.inplace_distill and self.epoch >= self.distill_warmup_epochs
 
     def student_resolutions(self) -> tuple[int, ...]:
         """Resolutions a sub-network draws from (MutualNet: all of them)."""
@@ -104,11 +121,11 @@ class MutualNet(Method):
         backward(ce_full)
         teacher_log_probs = F.log_softmax(logits.detach(), dim=1)
         student_losses = []
+        distill = self.distilling()
         for config in students:
             net.set_active(config)
             logits = net(batch.at(config.resolution))
-            loss = (kl_to_teacher_probs(logits, teacher_log_probs) if self.inplace_distill
-                    else F.cross_entropy(logits, targets))
+            loss = kl_to_teacher_probs(logits, teacher_log_probs) if distill else F.cross_entropy(logits, targets)
             backward(loss)
             student_losses.append(loss.detach())
         out = {"loss": ce_full.detach() + sum(student_losses), "ce_full": ce_full.detach()}

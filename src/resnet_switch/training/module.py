@@ -156,6 +156,9 @@ class SwitchTrainingModule(L.LightningModule):
             with nullcontext() if done[0] >= calls and not average_after else self._no_sync():
                 self.manual_backward(loss)
 
+        batches = self.trainer.num_training_batches  # steps per epoch (inf: an unsized loader, whole epochs)
+        finite = 0 < batches < float("inf")
+        self.method.set_epoch(self.global_step / batches if finite else float(self.current_epoch))
         with self.finite_guard.watch(self.net):
             logs = self.task_step(batch, backward)
         self.finite_guard.check(self.global_step)
