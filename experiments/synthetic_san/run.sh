@@ -27,9 +27,8 @@
 # unfinished training resumes from its own last.ckpt (experiments/lib.sh); one job trains SAN and then
 # evaluates it, so no lane evaluates a model another lane is still training. Stop it any time and run
 # it again to go on.
-# Time (an estimate, not measured at this budget): ~30 min on a 2-core machine with 2 lanes for 3 seeds
-# (SAN ~8 min a seed, ~0.75x RS-Net's ~10 min from 30-step timings, plus ~1 min of evaluations; the
-# five I-Nets together ~12 min a seed).
+# Time (measured 2026-12-07): 56 min on a 2-core machine with 2 lanes for 3 seeds (a third training
+# beside it most of the time): SAN ~13 min a seed plus ~1 min of evaluations, the five I-Nets ~24 min.
 # Usage: bash experiments/synthetic_san/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
