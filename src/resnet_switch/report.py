@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,8 @@ def plot_summaries(summaries: Sequence[Summary], path: Path, title: str, metric:
     lines: dict[tuple[str, float], list[Summary]] = {}
     for s in summaries:
         lines.setdefault((s.label, s.width), []).append(s)
+    if len(lines) > 10:  # the default cycle repeats its 10 colours
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for (label, width), points in lines.items():
         points = sorted(points, key=lambda s: s.resolution)
         name = label if width == 1.0 else f"{label} w{width:g}"
@@ -140,7 +143,7 @@ def plot_summaries(summaries: Sequence[Summary], path: Path, title: str, metric:
                     marker="o", capsize=3, label=f"{name} (n={min(p.n for p in points)})")
     ax.set_xlabel("test resolution (px)")
     ax.set_ylabel(f"{metric} (%), mean ± std over seeds")
-    ax.set_title(title or f"{metric} over seeds")
+    ax.set_title(textwrap.fill(title or f"{metric} over seeds", 60), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
