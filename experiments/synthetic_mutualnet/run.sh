@@ -24,8 +24,8 @@
 # query_table.csv) is skipped, an unfinished training resumes from its own last.ckpt
 # (experiments/lib.sh); one job trains, evaluates and queries, so no lane evaluates a model another lane
 # is still training. Stop it any time and run it again to go on.
-# Time (an estimate, not measured): the earlier record's two trainings and query tables took ~30 min
-# side by side on 2 cores; 3 seeds x 2 methods on 2 lanes: ~1.5 h on a quiet 2-core machine.
+# Time (measured 2026-12-07): 61 min on a 2-core machine with 2 lanes for 3 seeds (a training 13-22 min,
+# its evaluation and query table ~3 min).
 # Usage: bash experiments/synthetic_mutualnet/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
