@@ -10,6 +10,8 @@ from resnet_switch.methods import build_method
 from resnet_switch.train import check_init_options
 from resnet_switch.training.tasks import method_arguments
 
+from .helpers import run_cli
+
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("detection_"))
 
 
@@ -57,3 +59,16 @@ def test_method_model_file_sets_the_pairs_lr_below_recipes_and_the_command_line(
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, "run_dir=/tmp/x"])
     assert cfg.optim.lr == lr
+
+
+@pytest.mark.parametrize("overrides,logged", [
+    (["method=san", "model=mobilenetv2", "method.meta=bogus"], True),   # the pair has its own file
+    (["method=mutualnet", "method.n_random=-1"], False),                 # mutualnet_resnet20: no file
+])
+def test_run_log_names_the_pair_file_only_when_it_exists(overrides, logged, tmp_path):
+    # a bad method option stops the run right after the log line, before anything is built
+    result = run_cli("resnet_switch.train", *overrides, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-500:]
+    out = result.stdout + result.stderr
+    assert ("this pair's own settings (conf/method_model/san_mobilenetv2.yaml): optim.lr=0.006" in out) is logged
+    assert ("method_model=" in out) is logged

@@ -98,11 +98,21 @@ def load_pretrained(cfg: DictConfig) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def pair_files() -> list[str]:
+    """The (method, model) pairs that have their own file in ``conf/method_model/``."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        return []
+    return GlobalHydra.instance().config_loader().get_group_options("method_model")
+
+
 def log_pair_settings(cfg: DictConfig) -> None:
     """Say when train.yaml's ``method_model`` entry picked a (method, model) pair's own file (its lr):
     a value no group file of the command line names."""
     choice = HydraConfig.get().runtime.choices.get("method_model") if HydraConfig.initialized() else None
-    if choice:
+    # Hydra records an optional entry's choice even when the pair has no file: log only a file that exists
+    if choice and choice in pair_files():
         log.info("method_model=%s: this pair's own settings (conf/method_model/%s.yaml): optim.lr=%s",
                  choice, choice, cfg.optim.get("lr"))
 
