@@ -159,6 +159,19 @@ def test_labels_keep_only_the_named_runs(tmp_path, capsys):
     assert "50.0" not in (tmp_path / "r.csv").read_text()
 
 
+def test_plot_labels_limit_the_plot_not_the_tables(tmp_path, capsys, monkeypatch):
+    import resnet_switch.report as report
+
+    plotted = []
+    monkeypatch.setattr(report, "plot_summaries", lambda summaries, path, *a: plotted.extend(summaries) or path)
+    write_run(tmp_path / "a0", "x", 0, {32: 50.0})
+    write_run(tmp_path / "b0", "y", 0, {32: 70.0})
+    main([str(tmp_path), "plot_labels=[y]", f"plot={tmp_path / 'r.png'}"])
+    out = capsys.readouterr().out
+    assert "| x | 32 |" in out and "| y | 32 |" in out
+    assert [s.label for s in plotted] == ["y"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere"], "report: no file or directory nowhere"),
     ([], "report: give run directories"),
@@ -167,6 +180,7 @@ def test_labels_keep_only_the_named_runs(tmp_path, capsys):
     (["{d}", "metric=top9"], "metric: "),
     (["{d}", "pair=[x]"], "pair: expected pair=[A,B]"),
     (["{d}", "labels=[z]"], "labels: no results labelled 'z'"),
+    (["{d}", "plot=/tmp/rs_never.png", "plot_labels=[z]"], "plot_labels: no results labelled 'z'"),
 ])
 def test_bad_input_names_the_field(tmp_path, args, message):
     write_run(tmp_path / "r0", "x", 0, {32: 50.0})

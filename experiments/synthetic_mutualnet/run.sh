@@ -79,7 +79,5 @@ job_list() {  # one line per (method, seed): DIR train_eval NAME OVERRIDES...; s
 run_jobs job_list
 
 $PY -m resnet_switch.report "$OUT" table=wide claims=$HERE/claims.yaml "pair=[mutualnet,usnet]" \
-    out="$RESULTS/results.md" csv="$RESULTS/summary.csv" title="Synthetic data, MutualNet vs US-Net, widths 0.25-1.0 (seeds $SEEDS)"
-# the plot: the evaluations only (the *_train labels, each run's own test, would double every curve)
-$PY -m resnet_switch.report "$OUT" labels=[mutualnet,usnet] plot="$RESULTS/synthetic_mutualnet.png" \
-    title="Synthetic data, MutualNet vs US-Net, widths 0.25-1.0 (seeds $SEEDS)" > /dev/null
+    out="$RESULTS/results.md" csv="$RESULTS/summary.csv" plot="$RESULTS/synthetic_mutualnet.png" \
+    plot_labels=[mutualnet,usnet] title="Synthetic data, MutualNet vs US-Net, widths 0.25-1.0 (seeds $SEEDS)"  # the plot: the evaluations (not each run's own test)

@@ -67,8 +67,5 @@ job_list() {  # one line per target run, seed by seed: DIR finetune SEED | DIR t
 run_jobs job_list
 
 $PY -m resnet_switch.report "$OUT" table=wide claims=$HERE/claims.yaml "pair=[finetune,scratch]" \
-    out="$RESULTS/results.md" csv="$RESULTS/summary.csv" \
-    title="15-class target, fine-tuned from the 10-class MutualNet vs scratch (seeds $SEEDS)"
-# the plot: the target runs only (the source rows are its own 10-class task)
-$PY -m resnet_switch.report "$OUT" labels=[finetune,scratch] plot="$RESULTS/transfer.png" \
-    title="15-class target, fine-tuned from the 10-class MutualNet vs scratch (seeds $SEEDS)" > /dev/null
+    out="$RESULTS/results.md" csv="$RESULTS/summary.csv" plot="$RESULTS/transfer.png" plot_labels=[finetune,scratch] \
+    title="15-class target, fine-tuned from the 10-class MutualNet vs scratch (seeds $SEEDS)"  # plot: the target runs

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig
@@ -100,8 +101,6 @@ def load_pretrained(cfg: DictConfig) -> dict | None:
 
 def pair_files() -> list[str]:
     """The (method, model) pairs that have their own file in ``conf/method_model/``."""
-    from hydra.core.global_hydra import GlobalHydra
-
     if not GlobalHydra.instance().is_initialized():
         return []
     return GlobalHydra.instance().config_loader().get_group_options("method_model")

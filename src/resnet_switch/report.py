@@ -10,6 +10,7 @@ Options:
     table=long|wide        long: one line per group; wide: ``mean +- std`` per resolution column
     pair=[A,B]             paired differences A - B (also a list of pairs: pair=[[A,B],[A,C]])
     labels=[A,B,...]       only the results of these labels (tables, claims, plot); default: every label
+    plot_labels=[A,...]    only these labels in the plot (the tables keep every label); default: labels
     interval=t|bootstrap   95 % interval of a paired mean (t over seeds; seed bootstrap)
     claims=FILE.yaml       list of {claim: text, better: A, worse: B or [B, ...], at: [resolutions]}
     out=FILE.md csv=FILE.csv plot=FILE.png title=TEXT
@@ -39,7 +40,7 @@ from .evaluation.seed_stats import (
     summarise,
 )
 
-DEFAULTS: dict[str, Any] = {"metric": "top1", "table": "long", "pair": [], "labels": [], "interval": "t", "claims": "",
+DEFAULTS: dict[str, Any] = {"metric": "top1", "table": "long", "pair": [], "labels": [], "plot_labels": [], "interval": "t", "claims": "",
                             "out": "", "csv": "", "plot": "", "title": ""}
 
 
@@ -199,6 +200,12 @@ def main(argv: list[str]) -> None:
     if opts["csv"]:
         write_csv([vars(s) for s in summaries], Path(opts["csv"]))
     if opts["plot"]:
+        wanted = set(opts["plot_labels"] or [])
+        have = {s.label for s in summaries}
+        if wanted - have:
+            raise ValueError(f"plot_labels: no results labelled {sorted(wanted - have)[0]!r}; "
+                             f"give labels the runs have, e.g. plot_labels=[{','.join(sorted(have)[:2])}]")
+        summaries = [s for s in summaries if not wanted or s.label in wanted]
         print(f"plot: {plot_summaries(summaries, Path(opts['plot']), opts['title'], opts['metric'])}")
 
 
