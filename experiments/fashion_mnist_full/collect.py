@@ -69,6 +69,7 @@ def main() -> None:
     rows = merge_recorded(rows_of_runs(args.runs, args.epochs), target)
     if not rows:
         raise SystemExit(f"no finished runs under {args.runs}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)

@@ -17,7 +17,8 @@
 #   DEVICE=cpu  (default) LANES=2 lanes side by side, one thread each, batch 128.
 #   DEVICE=cuda LANES=4 lanes on the one GPU, trainer=gpu, batch 512 (lr x4, linear scaling), 3 loader
 #               workers per lane; the workers crop uint8 images at 28 px, the GPU normalises and resizes
-#               them (data.resize_on=device). Not timed yet (no GPU lent to the sessions that built it).
+#               them (data.resize_on=device). Its runs and results go to runs_cuda/ and cuda/ (OUT and
+#               RESULTS), apart from the CPU record. Not timed yet (no GPU lent to the sessions that built it).
 #   PRECISION=bf16-mixed (default, both devices): 1.8x faster than 32-true on a CPU with AMX (measured:
 #   100 steps of the I-Net at 28 px, one thread); on a CPU without bf16 units set PRECISION=32-true.
 # Learning rate: LR_ONE for a single-loss run (the I-Nets); the multi-resolution methods sum one loss
@@ -32,6 +33,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=experiments/fashion_mnist_full
+DEVICE=${DEVICE:-cpu}
+# the GPU profile keeps its own runs and record: the CPU record lists every run of the study, so
+# sharing it would skip them all
+if [[ $DEVICE == cuda ]]; then OUT=${OUT:-$HERE/runs_cuda} RESULTS=${RESULTS:-$HERE/cuda}; fi
 OUT=${OUT:-$HERE/runs}
 RESULTS=${RESULTS:-$HERE}
 RECORD=$RESULTS/results.csv  # the committed record: its runs are skipped (lib.sh)
@@ -39,7 +44,6 @@ SEEDS=${SEEDS:-"0 1 2"}
 EPOCHS=${EPOCHS:-5}
 BUDGETS=${BUDGETS:-"2 3 5"}
 RES=${RES:-"28 20 12"}
-DEVICE=${DEVICE:-cpu}
 PRECISION=${PRECISION:-bf16-mixed}
 EXTRA=${EXTRA:-}
 EVAL_EXTRA=${EVAL_EXTRA:-}
