@@ -49,6 +49,7 @@ def test_transfer_recipe_is_mutualnets_fine_tuning_and_needs_a_checkpoint():
 @pytest.mark.parametrize("overrides,lr", [
     (["method=san", "model=mobilenetv2"], 0.006),                    # the pair's file (method_model/)
     (["method=rsnet", "model=mobilenetv2"], 0.006),
+    (["method=rsnet", "model=mobilenetv1"], 0.01),
     (["method=san", "model=mobilenetv2", "optim.lr=0.05"], 0.05),    # the command line wins
     (["experiment=san_mobilenetv2_imagenet", "data.root=/imagenet"], 0.05),  # a paper recipe wins
     (["method=san", "model=resnet20"], 0.02),                        # no file: optim's default

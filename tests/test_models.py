@@ -54,6 +54,18 @@ def test_small_input_mobilenetv2_is_torchvisions_with_output_stride_8():
     assert imagenet.net.features(x).shape[-2:] == (1, 1)  # output stride 32
 
 
+def test_small_input_mobilenetv1_has_output_stride_8():
+    """small_input: stride-1 stem and first 128-channel block (Howard et al. Table 1 otherwise), same keys."""
+    small = build_switchable("mobilenetv1", [32], layers="plain", num_classes=10, small_input=True).net
+    imagenet = build_switchable("mobilenetv1", [32], layers="plain", num_classes=10, small_input=False).net
+    assert list(small.state_dict()) == list(imagenet.state_dict())
+    strides = [m.stride[0] for m in small.features.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    # the stem, then the depthwise conv of each of the 13 blocks: Table 1's strides with the first two 2s -> 1
+    assert strides == [1, 1, 1, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1]
+    x = torch.randn(2, 3, 32, 32)
+    assert small.features(x).shape[-2:] == (4, 4)  # output stride 8
+    assert imagenet.features(x).shape[-2:] == (1, 1)  # output stride 32
+
 def test_plain_weights_of_wrong_model_are_rejected():
     ref = torchvision.models.resnet18(num_classes=10)
     net = build_switchable("mobilenetv2", [32], layers="private_bn", num_classes=10)

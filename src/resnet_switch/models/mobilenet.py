@@ -98,9 +98,15 @@ MOBILENETV1_SETTINGS = [
 ]
 
 
-class MobileNetV1(nn.Module):
-    """MobileNetV1: 3x3 stem, 13 depthwise-separable blocks, global pool, FC.
+# small_input: this block (the first 128-channel one) keeps stride 1 too: output stride 8, as MobileNetV2's
+SMALL_INPUT_STRIDE1_BLOCK_V1 = 1
 
+
+class MobileNetV1(nn.Module):
+    """MobileNetV1: 3x3 stem, 13 depthwise-separable blocks, global pool, FC; ``(B, in_channels, R, R)`` -> logits.
+
+    ``small_input`` (32-px images): the stem and the first 128-channel block at stride 1, output stride 8
+    (4x4 maps at 32 px), as MobileNetV2's; otherwise output stride 32 as on ImageNet. Same state dict keys.
     ``act``: the activation after every BN, ``relu`` (the paper) or ``relu6`` (US-Net, MutualNet).
     """
 
@@ -113,7 +119,9 @@ class MobileNetV1(nn.Module):
         width_mult = check_width_mult(width_mult)
         in_ch = make_divisible(32 * width_mult)
         features = [conv_bn_act(layers, in_channels, in_ch, 3, 1 if small_input else 2, act=act_layer, role="stem")]
-        for c, s in MOBILENETV1_SETTINGS:
+        for i, (c, s) in enumerate(MOBILENETV1_SETTINGS):
+            if small_input and i == SMALL_INPUT_STRIDE1_BLOCK_V1:
+                s = 1
             out_ch = make_divisible(c * width_mult)
             features.append(nn.Sequential(
                 conv_bn_act(layers, in_ch, in_ch, 3, s, groups=in_ch, act=act_layer),
