@@ -66,6 +66,7 @@ def test_small_input_mobilenetv1_has_output_stride_8():
     assert small.features(x).shape[-2:] == (4, 4)  # output stride 8
     assert imagenet.features(x).shape[-2:] == (1, 1)  # output stride 32
 
+
 def test_plain_weights_of_wrong_model_are_rejected():
     ref = torchvision.models.resnet18(num_classes=10)
     net = build_switchable("mobilenetv2", [32], layers="private_bn", num_classes=10)

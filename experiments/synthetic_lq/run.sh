@@ -20,7 +20,7 @@
 # Then the lr hypothesis for RS-Net's deficit at 32 px: rsnet_<bits>_lr_one, the RS-Net at the I-Nets'
 # lr 0.1 (README.md).
 # Time (measured, 2-core machine): the 24 trainings of the claims 27 min on 2 lanes; the 6 of the
-# hypothesis ~15 min more.
+# hypothesis 22 min on one lane beside two other trainings.
 # Usage: bash experiments/synthetic_lq/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
