@@ -54,9 +54,14 @@ MOBILENETV2_SETTINGS = [
 ]
 
 
-# small_input: the first block of the stage with this many channels keeps stride 1 too (output stride 8,
-# the CIFAR MobileNetV2; with stride 16 the net stayed near chance on the embedded data: experiments/method_model)
-SMALL_INPUT_STRIDE1_CHANNELS = 24
+def strides_for(strides: list[int], small_input: bool) -> list[int]:
+    """The strides after the stem; ``small_input`` keeps the first stride-2 one at 1 too, so with the
+    stride-1 stem the net has output stride 8 (4x4 maps at 32 px: the CIFAR MobileNets; at output
+    stride 16 MobileNetV1/V2 stayed near chance on the embedded data, experiments/method_model)."""
+    if small_input and 2 in strides:
+        strides = list(strides)
+        strides[strides.index(2)] = 1
+    return strides
 
 
 class MobileNetV2(nn.Module):
@@ -74,9 +79,8 @@ class MobileNetV2(nn.Module):
         in_ch = make_divisible(32 * width_mult)
         last_ch = make_divisible(1280 * max(1.0, width_mult))
         features = [conv_bn_act(layers, in_channels, in_ch, 3, 1 if small_input else 2, role="stem")]
-        for t, c, n, s in MOBILENETV2_SETTINGS:
-            if small_input and c == SMALL_INPUT_STRIDE1_CHANNELS:
-                s = 1
+        stage_strides = strides_for([s for *_, s in MOBILENETV2_SETTINGS], small_input)
+        for (t, c, n, _), s in zip(MOBILENETV2_SETTINGS, stage_strides):
             out_ch = make_divisible(c * width_mult)
             for i in range(n):
                 features.append(InvertedResidual(layers, in_ch, out_ch, s if i == 0 else 1, t))
@@ -98,10 +102,6 @@ MOBILENETV1_SETTINGS = [
 ]
 
 
-# small_input: this block (the first 128-channel one) keeps stride 1 too: output stride 8, as MobileNetV2's
-SMALL_INPUT_STRIDE1_BLOCK_V1 = 1
-
-
 class MobileNetV1(nn.Module):
     """MobileNetV1: 3x3 stem, 13 depthwise-separable blocks, global pool, FC; ``(B, in_channels, R, R)`` -> logits.
 
@@ -119,9 +119,8 @@ class MobileNetV1(nn.Module):
         width_mult = check_width_mult(width_mult)
         in_ch = make_divisible(32 * width_mult)
         features = [conv_bn_act(layers, in_channels, in_ch, 3, 1 if small_input else 2, act=act_layer, role="stem")]
-        for i, (c, s) in enumerate(MOBILENETV1_SETTINGS):
-            if small_input and i == SMALL_INPUT_STRIDE1_BLOCK_V1:
-                s = 1
+        block_strides = strides_for([s for _, s in MOBILENETV1_SETTINGS], small_input)
+        for (c, _), s in zip(MOBILENETV1_SETTINGS, block_strides):
             out_ch = make_divisible(c * width_mult)
             features.append(nn.Sequential(
                 conv_bn_act(layers, in_ch, in_ch, 3, s, groups=in_ch, act=act_layer),
