@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from resnet_switch.layers.calibration import calibrate_bn
-from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.methods import build_method
+from resnet_switch.models import create_model
 from resnet_switch.training.checkpointing import make_checkpoint
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.3, 0.35]
@@ -35,8 +36,8 @@ def write_checkpoint(path: Path, method: str = "rsnet", model: str = "resnet20",
     if model_kwargs is None:
         model_kwargs = {"base_width": 4} if model == "resnet20" else {}
     kwargs = dict(method_kwargs or {})
-    m, net = build_method_and_net(method, list(resolutions), model, num_classes, method_kwargs=kwargs,
-                                  model_kwargs=model_kwargs, quant=quant)
+    m = build_method(method, list(resolutions), **kwargs)
+    net = create_model(model, method=m, num_classes=num_classes, quant=quant, **model_kwargs)
     randomize_bn(net)
     net.eval()
     if m.needs_calibration and calibrate:

@@ -43,8 +43,9 @@ def compose_train(*overrides: str, config_name: str = "train"):
         return compose(config_name, overrides=["run_dir=/tmp/rs_compose", *overrides])
 
 
-def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: int = 120,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)
 
@@ -146,11 +147,11 @@ class FirstBatchProbe(Callback):
         self._twin = self._handle = None
 
     def on_train_start(self, trainer, pl_module):
-        from resnet_switch.models import build_switchable
+        from resnet_switch.models import create_model
 
         net = pl_module.net
         self.start = copy.deepcopy(net.state_dict())
-        self._twin = build_switchable(**net.spec)
+        self._twin = create_model(**net.spec)
 
         def first_input(module, args):
             if module.training and self.images is None:

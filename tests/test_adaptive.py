@@ -22,12 +22,15 @@ from resnet_switch.evaluation.adaptive import (
     AdaptivePolicy,
     Fit,
     cascade,
+    cascade_stages,
     fit_thresholds,
+    paid_madds,
     policy_path,
 )
 from resnet_switch.evaluation.adaptive_eval import budget_sweep, heldout_images
 from resnet_switch.layers.calibration import calibrate_bn
-from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.methods import build_method
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.training.checkpointing import make_checkpoint
 
@@ -102,6 +105,31 @@ def test_threshold_zero_stops_everything_first_and_above_one_gives_the_top_stage
     top = cascade(stage_logits, [1.01, NEVER], MADDS)
     assert top.stops.eq(2).all() and top.mean_madds == 70.0 and torch.equal(top.logits, stage_logits[2])
     assert top.shares == [0.0, 0.0, 1.0]
+
+
+def test_paid_madds_counts_only_the_stages_that_ran():
+    """Stages of 10, 20, 40 MAdds. Stage 0 skipped (None): stopping at 1 pays 20, at 2 pays 20 + 40;
+    stage 1 skipped: stopping at 0 pays 10, at 2 pays 10 + 40 (nothing for the stage nobody ran)."""
+    assert paid_madds(MADDS, [None, 0.7])[1:] == [20.0, 60.0]
+    assert [paid_madds(MADDS, [0.8, None])[s] for s in (0, 2)] == [10.0, 50.0]
+    assert paid_madds(MADDS, [0.8, 0.7]) == [10.0, 30.0, 70.0]
+    assert paid_madds(MADDS, [None, None])[2] == 40.0  # only the last stage runs
+    # the cascade charges every image what paid_madds says for the stage it stopped at
+    stage_logits = [logits_with_confidence(p) for p in STAGE_P]
+    for thresholds in ([None, 0.7], [0.8, None], [0.8, 0.7], [None, None], [0.0, NEVER], [NEVER, 0.9]):
+        result = cascade(stage_logits, thresholds, MADDS)
+        paid = paid_madds(MADDS, thresholds)
+        assert result.madds.tolist() == [paid[s] for s in result.stops.tolist()], thresholds
+
+
+def test_cascade_stages_are_the_pareto_frontier_of_the_measured_rows():
+    rows = [{"name": "A", "madds": 10, "top1": 50.0}, {"name": "B", "madds": 20, "top1": 45.0},  # B: A beats it
+            {"name": "C", "madds": 30, "top1": 70.0}, {"name": "D", "madds": 30, "top1": 65.0},  # D: C, same cost
+            {"name": "E", "madds": 40, "top1": 70.0}, {"name": "F", "madds": 50, "top1": 80.0}]  # E: C, cheaper
+    assert [r["name"] for r in cascade_stages(rows)] == ["A", "C", "F"]
+    # one width (the resolutions): every row by cost, the more accurate first on equal cost
+    assert [r["name"] for r in cascade_stages(rows, frontier=False)] == ["A", "B", "C", "D", "E", "F"]
+    assert [r["name"] for r in cascade_stages(list(reversed(rows)))] == ["A", "C", "F"]
 
 
 @pytest.mark.parametrize("bad", [[0.5], [0.5, -0.1], [0.5, float("nan")], [True, 0.5]])
@@ -181,8 +209,8 @@ def write_tiny(path, method):
     """A checkpoint of a fresh resnet20 (random BN) whose run data is a tiny synthetic set."""
     torch.manual_seed(0)
     kwargs = METHODS[method]
-    m, net = build_method_and_net(method, [16, 12], "resnet20", 10, method_kwargs=kwargs,
-                                  model_kwargs={"base_width": 4})
+    m = build_method(method, [16, 12], **kwargs)
+    net = create_model("resnet20", method=m, num_classes=10, base_width=4)
     randomize_bn(net)
     net.eval()
     if m.needs_calibration:
@@ -240,6 +268,19 @@ def test_evaluate_adaptive_works_for_every_method_family(tiny, method, tmp_path)
     assert not policy_path(tiny[method]).exists()  # cascade.store=false
     policy = json.loads((tmp_path / "adaptive.json").read_text())  # one fit per budget of the csv
     assert policy["score"] == score
+    # the stages: for a slimmable net the MAdds / calibration top-1 Pareto frontier of the static rows
+    # (each costlier stage strictly more accurate), otherwise every resolution by cost
+    stages = [(s["resolution"], s["width"]) for s in policy["stages"]]
+    by_cost = sorted(static, key=lambda r: (r["mean_madds"], -r["calibration_top1"]))
+    if widths == {1.0}:
+        assert stages == [(r["resolution"], r["width"]) for r in by_cost]
+    else:
+        frontier, best = [], -1.0
+        for r in by_cost:
+            if r["calibration_top1"] > best:
+                frontier.append((r["resolution"], r["width"]))
+                best = r["calibration_top1"]
+        assert stages == frontier
     assert [f["budget_madds"] for f in policy["fits"]] == [r["budget_madds"] for r in adaptive]
     assert read_rows(tmp_path / "adaptive.csv")[0].keys() == rows[0].keys()
 

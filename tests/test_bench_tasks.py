@@ -33,13 +33,14 @@ from resnet_switch.data.decode import (
     decode_for_box,
     decode_tensor,
     draft_scale,
-    jpeg_header,
     open_image_lazy,
-    psnr,
+    parse_jpeg_header,
     random_resized_box,
     resize_box_uint8,
 )
 from resnet_switch.evaluation.costs import cost_table
+
+from .image_metrics import psnr
 
 SRC = str(Path(resnet_switch.__file__).resolve().parents[1])
 
@@ -127,16 +128,16 @@ def test_jpeg_header_reads_the_size_pil_reads(tmp_path):
     for name, kwargs in cases.items():
         path = tmp_path / f"{name}.jpg"
         image.save(path, **kwargs)
-        assert jpeg_header(path.read_bytes()) == (123, 77, 3), name
+        assert parse_jpeg_header(path.read_bytes())[:3] == (123, 77, 3), name
     image.convert("L").save(tmp_path / "grey.jpg")
-    assert jpeg_header((tmp_path / "grey.jpg").read_bytes()) == (123, 77, 1)
+    assert parse_jpeg_header((tmp_path / "grey.jpg").read_bytes())[:3] == (123, 77, 1)
     image.convert("CMYK").save(tmp_path / "cmyk.jpg")
-    assert jpeg_header((tmp_path / "cmyk.jpg").read_bytes()) == (123, 77, 4)
+    assert parse_jpeg_header((tmp_path / "cmyk.jpg").read_bytes())[:3] == (123, 77, 4)
     image.save(tmp_path / "x.png")
-    assert jpeg_header((tmp_path / "x.png").read_bytes()) is None
+    assert parse_jpeg_header((tmp_path / "x.png").read_bytes()) is None
     data = (tmp_path / "baseline.jpg").read_bytes()
-    assert jpeg_header(data[:20]) is None  # cut before the frame header
-    assert jpeg_header(b"") is None and jpeg_header(b"\xff\xd8\x00\x00") is None
+    assert parse_jpeg_header(data[:20]) is None  # cut before the frame header
+    assert parse_jpeg_header(b"") is None and parse_jpeg_header(b"\xff\xd8\x00\x00") is None
 
 
 def test_lazy_open_reads_jpegs_and_leaves_other_files_to_pil(tmp_path):

@@ -235,6 +235,7 @@ def test_cli_convert_then_evaluate_and_export(small_file, tmp_path, monkeypatch)
     """From a fixture-built file: the convert command, then evaluate (stored per-width BN statistics
     reused; ``recalibrate=true`` recomputes them) and export."""
     from resnet_switch import evaluate as evaluate_module
+    from resnet_switch.evaluation import checkpoint_eval
 
     from .helpers import run_cli
 
@@ -244,14 +245,15 @@ def test_cli_convert_then_evaluate_and_export(small_file, tmp_path, monkeypatch)
                    "widths=[0.1,0.25,0.6,1.0]", "num_classes=10", f"out={out}")
     assert done.returncode == 0, done.stderr
     assert f"wrote {out} (method=usnet" in done.stdout and "model.act=relu6" in done.stdout
+    assert "model.small_input=false" in done.stdout  # the published network's ImageNet stem, at 64 px too
     calibrated = []
-    real = evaluate_module.calibrate_configs
+    real = checkpoint_eval.calibrate_configs
 
     def spy(net, datamodule, configs, num_samples, progress=True):
         calibrated.extend(c.key() for c in configs)
         real(net, datamodule, configs, num_samples, progress=False)
 
-    monkeypatch.setattr(evaluate_module, "calibrate_configs", spy)
+    monkeypatch.setattr(checkpoint_eval, "calibrate_configs", spy)
     rows = evaluate_module.evaluate(eval_cfg(f"ckpt={out}", "widths=[1.0,0.6]", f"run_dir={tmp_path / 'a'}"))
     assert [(r["width"], r["bn"]) for r in rows] == [(1.0, "stored"), (0.6, "stored")] and calibrated == []
     rows = evaluate_module.evaluate(eval_cfg(f"ckpt={out}", "widths=[0.6]", "recalibrate=true",
@@ -288,5 +290,5 @@ def test_train_fine_tunes_from_a_converted_checkpoint(small_file, tmp_path):
 
     with pytest.raises(CheckpointError, match="method.min_channels=1"):
         train(cfg())
-    metrics = train(cfg("method.min_channels=1", "model.act=relu6"))
+    metrics = train(cfg("method.min_channels=1", "model.act=relu6", "model.small_input=false"))
     assert set(metrics) == {"acc1@64", "acc1@64_w0.55", "acc1@64_w0.1"}

@@ -6,7 +6,7 @@ import torchvision
 from resnet_switch.cli.options import run_tool
 from resnet_switch.costs import format_csv, main
 from resnet_switch.evaluation.costs import cost_table, count_bit_costs, count_costs, human
-from resnet_switch.models import build_switchable
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 
 RESOLUTIONS = [224, 192, 160, 128, 96]
@@ -42,18 +42,18 @@ def test_resnet50_madds_equal_torchvision_and_near_paper():
 
 
 def test_count_costs_equals_torchvision_count_on_plain_module():
-    net = build_switchable("resnet18", [96], layers="plain")
+    net = create_model("resnet18", [96], layers="plain")
     madds, params = count_costs(net, SubnetConfig(96))
     assert (madds, params) == count_costs(torchvision.models.resnet18(), SubnetConfig(96))
     assert params == 11_689_512
     # a network built for RS-Net (private BN) materialises to the same plain cost
-    assert count_costs(build_switchable("resnet18", [96, 64]), SubnetConfig(96)) == (madds, params)
+    assert count_costs(create_model("resnet18", [96, 64]), SubnetConfig(96)) == (madds, params)
 
 
 def test_count_costs_uses_image_channels_and_restores_mode():
-    net = build_switchable("resnet20", [32], layers="plain", num_classes=10, in_channels=1)
+    net = create_model("resnet20", [32], layers="plain", num_classes=10, in_channels=1)
     madds, _ = count_costs(net, SubnetConfig(32))
-    madds3, _ = count_costs(build_switchable("resnet20", [32], layers="plain", num_classes=10), SubnetConfig(32))
+    madds3, _ = count_costs(create_model("resnet20", [32], layers="plain", num_classes=10), SubnetConfig(32))
     assert madds3 - madds == 2 * 16 * 9 * 32 * 32  # stem conv: two fewer input channels
     plain = torchvision.models.resnet18().train()
     count_costs(plain, SubnetConfig(32))
@@ -96,8 +96,8 @@ def test_human_units():
 
 def test_bit_costs_of_a_tiny_quantized_net_by_hand():
     # ResNet-20 with 1/2/4 channels, 1 input channel, 2 classes, at 8x8; 2-bit weights and activations.
-    net = build_switchable("resnet20", [8], layers="plain", base_width=1, num_classes=2, in_channels=1,
-                           quant={"weight_bits": 2, "act_bits": 2})
+    net = create_model("resnet20", [8], layers="plain", base_width=1, num_classes=2, in_channels=1,
+                       quant={"weight_bits": 2, "act_bits": 2})
     # MAdds: stem 8*8*1*9 = 576 and FC 4*2 = 8 stay float; quantized convs: stage 1: 6 x 576; stage 2:
     # 4*4*2*9 = 288 (stride-2 conv) + 576 + 32 (1x1 projection) + 4 x 576; stage 3: 288 + 576 + 32 + 4 x 576
     quantized_madds = 6 * 576 + 2 * (288 + 576 + 32 + 4 * 576)
@@ -111,8 +111,8 @@ def test_bit_costs_of_a_tiny_quantized_net_by_hand():
     assert bits["size_bits"] == 1054 * 2 + 117 * 32 + (96 + 40) * 32
     assert count_costs(net, SubnetConfig(8))[1] == 1054 + 117
     # weights-only: activations at 32 bits, no activation bases
-    w_only = build_switchable("resnet20", [8], layers="plain", base_width=1, num_classes=2, in_channels=1,
-                              quant={"weight_bits": 2, "act_bits": 32})
+    w_only = create_model("resnet20", [8], layers="plain", base_width=1, num_classes=2, in_channels=1,
+                          quant={"weight_bits": 2, "act_bits": 32})
     assert count_bit_costs(w_only, SubnetConfig(8))["bops"] == quantized_madds * 2 * 32 + (576 + 8) * 1024
     assert count_bit_costs(w_only, SubnetConfig(8))["size_bits"] == 1054 * 2 + 117 * 32 + 96 * 32
 

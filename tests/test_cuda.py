@@ -13,15 +13,17 @@ from resnet_switch.bench.data import natural_image
 from resnet_switch.data import MultiResDataModule
 from resnet_switch.data import device_decode as dd
 from resnet_switch.data.datamodule import ToUint8CHW
-from resnet_switch.data.decode import DecodeCropFlip, codec_decode_jpeg, open_image_lazy, psnr
+from resnet_switch.data.decode import DecodeCropFlip, codec_decode_jpeg, open_image_lazy
 from resnet_switch.evaluation.accuracy import to_device
-from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.methods import build_method
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.finite_guard import FiniteGuard, NonFiniteLossError
 from resnet_switch.training.speed import use_channels_last
 
 from .helpers import tiny_cfg
+from .image_metrics import psnr
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
@@ -79,8 +81,8 @@ def test_bf16_channels_last_training_on_cuda(method, tmp_path):
 
 def test_channels_last_equals_contiguous_on_cuda():
     torch.manual_seed(0)
-    _, plain = build_method_and_net("rsnet", [32, 24], "resnet18", 10)
-    _, nhwc = build_method_and_net("rsnet", [32, 24], "resnet18", 10)
+    plain = create_model("resnet18", method=build_method("rsnet", [32, 24]), num_classes=10)
+    nhwc = create_model("resnet18", method=build_method("rsnet", [32, 24]), num_classes=10)
     nhwc.load_state_dict(plain.state_dict())
     plain, nhwc = plain.to(CUDA).eval(), use_channels_last(nhwc.to(CUDA)).eval()
     with torch.no_grad():
@@ -91,7 +93,7 @@ def test_channels_last_equals_contiguous_on_cuda():
 
 
 def test_nan_check_on_cuda_raises_lag_steps_later_and_on_flush():
-    _, net = build_method_and_net("rsnet", [16], "resnet20", 10, model_kwargs={"base_width": 8})
+    net = create_model("resnet20", method=build_method("rsnet", [16]), num_classes=10, base_width=8)
     net = net.to(CUDA)
     x = torch.randn(4, 3, 16, 16, device=CUDA)
 

@@ -4,6 +4,7 @@ the function that needs it, or guarded); the bundle's pins satisfy pyproject's r
 keeps the wheels that are there and removes those not listed, without asking an index."""
 
 import ast
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -17,27 +18,85 @@ from .helpers import REPO
 tomllib = pytest.importorskip("tomllib")
 
 LIST = REPO / "tools" / "device_bundle.txt"
+IMAGE_LIST = REPO / "tools" / "device_image.txt"  # the image's distributions (the local rehearsal installs them)
 SRC = REPO / "src" / "resnet_switch"
 # import names the image ('cuda', python3 3.12) holds: /work/.library/device/KINDS.md's package list
 IMAGE = {"torch", "torchvision", "lightning", "pytorch_lightning", "lightning_utilities", "torchmetrics", "numpy",
          "PIL", "matplotlib", "tensorboard", "tqdm", "yaml", "packaging", "pytest", "onnx", "onnxruntime",
          "onnxscript", "sklearn", "scipy", "timm", "typing_extensions", "fsspec", "jinja2"}
 OPTIONAL = {"wandb", "submitit", "hydra_plugins", "optuna", "sqlalchemy", "alembic"}  # not carried
-IMPORT_NAME = {"hydra-core": "hydra", "omegaconf": "omegaconf", "antlr4-python3-runtime": "antlr4",
-               "torchcodec": "torchcodec", "pycocotools": "pycocotools", "setuptools": "setuptools"}  # the bundle's distributions
-IMAGE_DISTS = {"torch", "torchvision", "lightning", "torchmetrics", "tensorboard", "matplotlib", "pillow", "numpy"}
-OPTIONAL_DISTS = {"wandb"}
+OPTIONAL_DISTS = {"wandb"}  # a runtime dependency imported lazily: the GPU machines run without it
+DEVICE_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+              "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
+              "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
+
+
+def canonical(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def listed(path) -> dict[str, str]:
+    """``{canonical distribution: version or specifier}`` of a one-requirement-a-line file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            out[canonical(req.name)] = str(req.specifier)
+    return out
 
 
 def bundle() -> dict[str, str]:
-    """``{distribution: version}`` of tools/device_bundle.txt."""
-    pins = {}
-    for line in LIST.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[name] = version
-    return pins
+    """``{canonical distribution: version}`` of tools/device_bundle.txt."""
+    return {name: spec.removeprefix("==") for name, spec in listed(LIST).items()}
+
+
+def image_distributions() -> set[str]:
+    return set(listed(IMAGE_LIST))
+
+
+def project_requirements() -> list[Requirement]:
+    """What runs on a GPU machine: the runtime dependencies, the build backend (the editable install)
+    and the detection extra (task=detection runs there)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]
+            + project["project"]["optional-dependencies"]["detection"]]
+
+
+def applies(req: Requirement) -> bool:
+    """The requirement holds on the device's Python (3.12, Linux), no extras."""
+    return req.marker is None or req.marker.evaluate(DEVICE_ENV)
+
+
+def missing_from_the_image() -> dict[str, list[Requirement]]:
+    """Every distribution the project needs there that the image lacks, with the requirements that ask
+    for it: the project's requirements and, through the installed distributions' metadata, theirs,
+    down to what the image holds or what is optional."""
+    image = image_distributions()
+    needed: dict[str, list[Requirement]] = {}
+    queue = [r for r in project_requirements() if applies(r)]
+    while queue:
+        req = queue.pop()
+        name = canonical(req.name)
+        if name in image or name in OPTIONAL_DISTS:
+            continue
+        first = name not in needed
+        needed.setdefault(name, []).append(req)
+        if first:
+            try:
+                requires = importlib.metadata.requires(name) or []
+            except importlib.metadata.PackageNotFoundError:
+                pytest.fail(f"{name} is needed on the GPU machines but not installed here: pip install -e '.[dev]'")
+            queue += [r for r in map(Requirement, requires) if applies(r)]
+    return needed
+
+
+def carried_imports() -> set[str]:
+    """The top-level import names the bundle's distributions provide (their installed metadata)."""
+    pins = bundle()
+    return {module for module, dists in importlib.metadata.packages_distributions().items()
+            if any(canonical(d) in pins for d in dists)}
 
 
 def imports(path) -> list[tuple[str, bool, int]]:
@@ -70,15 +129,34 @@ def third_party() -> list[tuple[str, bool, str]]:
             for name, eager, line in imports(path) if name not in skip]
 
 
-def test_the_bundle_list_is_pinned_and_known():
+def test_the_bundle_is_what_the_image_lacks():
+    """The bundle carries exactly the distributions the project needs on a GPU machine that the image
+    lacks (tools/device_image.txt): pyproject's requirements and what they require in turn."""
     pins = bundle()
-    assert set(pins) == set(IMPORT_NAME), "tools/device_bundle.txt and this test name the same distributions"
     assert all(re.fullmatch(r"\d+(\.\d+)+", v) for v in pins.values()), pins
-    assert {"hydra-core", "omegaconf", "antlr4-python3-runtime"} <= set(pins)
+    needed = missing_from_the_image()
+    assert set(pins) == set(needed), (f"missing from tools/device_bundle.txt: {sorted(set(needed) - set(pins))}; "
+                                      f"carried but not needed: {sorted(set(pins) - set(needed))}")
+    # every requirement that reaches a carried distribution, direct or transitive, accepts its pin
+    for name, requirements in needed.items():
+        for req in requirements:
+            assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {req}"
+
+
+def test_the_derivation_follows_requirements_to_what_the_image_lacks():
+    """hydra-core pulls omegaconf, omegaconf pulls antlr4 (neither in pyproject's own list of
+    the parser); packaging and PyYAML, which they also require, are the image's."""
+    needed = missing_from_the_image()
+    assert "antlr4-python3-runtime" not in {canonical(r.name) for r in project_requirements()}
+    assert {canonical(r.name) for r in needed["antlr4-python3-runtime"]} == {"antlr4-python3-runtime"}
+    assert "packaging" in image_distributions() and "packaging" not in needed
+    assert "pyyaml" in image_distributions() and "pyyaml" not in needed
+    assert "wandb" not in needed  # optional: imported lazily, not carried
+    assert {"hydra", "omegaconf", "antlr4", "torchcodec", "pycocotools"} <= carried_imports()
 
 
 def test_every_import_is_in_the_image_the_bundle_or_optional_and_lazy():
-    carried = {IMPORT_NAME[d] for d in bundle()}
+    carried = carried_imports()
     found = third_party()
     assert found and {"torch", "hydra", "omegaconf"} <= {n for n, _, _ in found}  # the scan sees the imports
     unknown = sorted({(n, where) for n, _, where in found if n not in IMAGE | carried | OPTIONAL})
@@ -88,7 +166,7 @@ def test_every_import_is_in_the_image_the_bundle_or_optional_and_lazy():
 
 
 def test_config_targets_import_from_the_image_the_bundle_or_optional():
-    carried = {IMPORT_NAME[d] for d in bundle()}
+    carried = carried_imports()
     targets = set()
     for path in (SRC / "conf").rglob("*.yaml"):
         targets |= {m.split(".")[0] for m in re.findall(r"_target_:\s*([A-Za-z_][\w.]*)", path.read_text())}
@@ -96,35 +174,21 @@ def test_config_targets_import_from_the_image_the_bundle_or_optional():
     assert targets <= IMAGE | carried | OPTIONAL | {"resnet_switch"}, targets - IMAGE - carried - OPTIONAL
 
 
-def test_bundle_pins_satisfy_pyproject():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    pins = bundle()
-    requirements = [Requirement(r) for r in project["project"]["dependencies"] + project["build-system"]["requires"]
-                    + project["project"]["optional-dependencies"]["detection"]]  # carried: detection runs there
-    for req in requirements:
-        name = req.name.lower()
-        if name in pins:
-            assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} outside pyproject's {req}"
-        else:
-            assert name in IMAGE_DISTS | OPTIONAL_DISTS, f"pyproject needs {req}: carry it or list it as the image's"
-    assert {r.name.lower() for r in requirements} >= set(pins) - {"antlr4-python3-runtime"}
-
-
 def test_script_keeps_listed_wheels_and_removes_others_offline(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    listed = [f"{re.sub(r'[-_.]+', '_', name)}-{version}-py3-none-any.whl" for name, version in bundle().items()]
-    for name in [*listed, "hydra_core-0.1-py3-none-any.whl", "stray-1.0-py3-none-any.whl"]:
+    wheel_names = [f"{re.sub(r'[-_.]+', '_', name)}-{version}-py3-none-any.whl" for name, version in bundle().items()]
+    for name in [*wheel_names, "hydra_core-0.1-py3-none-any.whl", "stray-1.0-py3-none-any.whl"]:
         (wheels / name).write_bytes(b"")
     env = dict(os.environ, DEVICE_WHEELS=str(wheels), PY="false")  # pip is never asked: everything is there
     proc = subprocess.run(["bash", str(REPO / "tools" / "device_bundle.sh")], capture_output=True, text=True,
                           env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in wheels.iterdir()) == sorted(listed)
+    assert sorted(p.name for p in wheels.iterdir()) == sorted(wheel_names)
     lines = proc.stdout.strip().splitlines()
     assert "removed stray-1.0-py3-none-any.whl (not in tools/device_bundle.txt)" in lines
     assert f"removed hydra_core-0.1-py3-none-any.whl (not hydra-core=={bundle()['hydra-core']})" in lines
-    assert lines[-1].startswith(f"device-bundle: 0 written, {len(listed)} already there")
+    assert lines[-1].startswith(f"device-bundle: 0 written, {len(wheel_names)} already there")
 
 
 def test_without_a_loadable_torchcodec_the_loader_check_skips_the_device_decode(monkeypatch):

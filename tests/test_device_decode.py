@@ -21,13 +21,13 @@ from resnet_switch.data.decode import (
     DeferredCrop,
     draft_scale,
     open_image_lazy,
-    psnr,
 )
 from resnet_switch.data.imagefolder import BadImageError
 from resnet_switch.evaluation.accuracy import device_batches
 from resnet_switch.train import train
 
 from .helpers import tiny_cfg
+from .image_metrics import psnr
 
 
 def make_folder(root, extra: bool = True):

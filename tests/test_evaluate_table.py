@@ -1,97 +1,124 @@
-"""evaluate's checkpoint x test-resolution table: one row per checkpoint, even when two checkpoints
-share a label (same method, backbone and resolutions: two seeds, or a private/shared-BN ablation)."""
+"""evaluate's checkpoint x test-resolution table on real tiny checkpoints: the numbers are the
+checkpoint's network run by hand on the same validation images; one row per checkpoint, even when two
+checkpoints share a label (same method, backbone and resolutions: two seeds, or a private/shared-BN
+ablation); one checkpoint is also written as a run the report reads."""
 
 import csv
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+import pytest
+import torch
 
-from resnet_switch import evaluate as evaluate_module
-from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.data.datamodule import SYNTHETIC_VAL_SAMPLES
+from resnet_switch.evaluate import evaluate
+from resnet_switch.evaluation.checkpoint_eval import build_eval_datamodule
+from resnet_switch.evaluation.runs import read_results, write_run_info
+from resnet_switch.evaluation.table_job import unique_labels
+from resnet_switch.switch import SubnetConfig
+
+from .tiny_eval import (
+    calibrate_by_hand,
+    eval_cfg,
+    logits_by_hand,
+    plain_logits,
+    rebuilt,
+    top1_top5,
+    validation_batches,
+    write_tiny,
+)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_unique_labels_append_the_path_only_to_repeated_labels():
     labels = ["parallel resnet20 @28-12", "rsnet resnet20 @28-12", "parallel resnet20 @28-12"]
     paths = ["a/last.ckpt", "b/last.ckpt", "c/last.ckpt"]
-    assert evaluate_module.unique_labels(labels, paths) == [
+    assert unique_labels(labels, paths) == [
         "parallel resnet20 @28-12 (a/last.ckpt)", "rsnet resnet20 @28-12", "parallel resnet20 @28-12 (c/last.ckpt)"]
 
 
-def test_checkpoints_with_the_same_label_keep_their_own_rows(tmp_path, monkeypatch):
-    top1 = {"private.ckpt": 90.0, "shared.ckpt": 80.0}
+def test_checkpoints_with_the_same_label_keep_their_own_rows_of_hand_computed_accuracy(tmp_path):
+    """Two RS-Net checkpoints (seeds 0 and 1: other weights, same label): each row holds its own
+    network's top-1 at 16 and 12 px (own BN sets) and its ensemble (softmax(alpha)-weighted logits of
+    the two, RS-Net eq. 4); several checkpoints are not written as one run."""
+    paths = [write_tiny(tmp_path / f"seed{seed}.ckpt", "rsnet", seed=seed) for seed in (0, 1)]
+    out = tmp_path / "eval"
+    rows = evaluate(eval_cfg(f"ckpt=[{paths[0]},{paths[1]}]", "test_resolutions=[16,12]", f"run_dir={out}"))
 
-    def fake_evaluate_checkpoint(path, cfg, test_resolutions, device, extra=None):
-        if extra is not None:  # an ensemble accuracy (RS-Net's), reported under the checkpoint's own label
-            extra["parallel resnet20 @16-12"] = {"top1": top1[path] + 1.0, "top5": 99.0}
-        return [{"model": "parallel resnet20 @16-12", "resolution": r, "width": 1.0, "top1": top1[path] - r,
-                 "top5": 99.0, "bn": "own", "madds": r * 1000, "params": 10} for r in test_resolutions]
+    val = validation_batches([16, 12])
+    expected = {}
+    for path in paths:
+        method, net = rebuilt(path)
+        logits = {r: logits_by_hand(net, val, SubnetConfig(r)) for r in (16, 12)}
+        targets = logits[16][1]
+        weights = torch.softmax(method.alpha.detach(), 0)  # [0.5, -0.5] -> 0.73, 0.27
+        ensemble = weights[0] * logits[16][0] + weights[1] * logits[12][0]
+        expected[f"rsnet resnet20 @16-12 ({path})"] = {
+            **{r: top1_top5(*logits[r]) for r in (16, 12)}, "ensemble": top1_top5(ensemble, targets)}
+    assert expected[f"rsnet resnet20 @16-12 ({paths[0]})"] != expected[f"rsnet resnet20 @16-12 ({paths[1]})"]
 
-    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", fake_evaluate_checkpoint)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["ckpt=[private.ckpt,shared.ckpt]", "test_resolutions=[16,12]",
-                                             f"run_dir={tmp_path}", "device=cpu"])
-    evaluate_module.evaluate(cfg)
-    with open(tmp_path / "eval_table.csv") as f:
-        table = list(csv.DictReader(f))
-    assert [(r["model"], float(r["16"]), float(r["12"]), float(r["ensemble"])) for r in table] == [
-        ("parallel resnet20 @16-12 (private.ckpt)", 74.0, 78.0, 91.0),
-        ("parallel resnet20 @16-12 (shared.ckpt)", 64.0, 68.0, 81.0),
-    ]
+    assert sorted((r["model"], r["resolution"]) for r in rows) == sorted((m, r) for m in expected for r in (16, 12))
+    for row in rows:
+        assert (row["top1"], row["top5"]) == pytest.approx(expected[row["model"]][row["resolution"]], abs=1e-4)
+        assert row["bn"] == "own"
+    table = read_csv(out / "eval_table.csv")
+    assert [r["model"] for r in table] == list(expected)
+    for row in table:
+        want = expected[row["model"]]
+        assert float(row["16"]) == pytest.approx(want[16][0], abs=1e-4)
+        assert float(row["12"]) == pytest.approx(want[12][0], abs=1e-4)
+        assert float(row["ensemble"]) == pytest.approx(want["ensemble"][0], abs=1e-4)
+    assert (out / "eval_rows.csv").is_file()
+    assert not (out / "run.json").exists() and not (out / "results.csv").exists()
 
 
-def _eval_cfg(*overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("evaluate", overrides=["ckpt=x.ckpt", "device=cpu", *overrides])
+def test_one_checkpoint_is_written_as_a_run_the_report_reads(tmp_path):
+    """A SAN run folder evaluated with bn_mode=proxy and bn_mode=ideal at 16, 13 and 12 px: the
+    report reads both evaluations as runs (label, seed, one value per resolution), and each value is
+    the network run by hand. Proxy (SAN eq. 6) at 13 px is the 12-px network materialised (nearest BN
+    set, nearest scale encoding) on 13-px images; ideal (eq. 5) encodes 13 px itself on BN statistics recalibrated
+    on the first 16 training crops; training resolutions use their own BN set and encoding."""
+    trained = tmp_path / "san_s3"
+    (trained / "checkpoints").mkdir(parents=True)
+    write_run_info(trained, {"label": "san", "seed": 3, "method": "san", "resolutions": [16, 12]})
+    ckpt = write_tiny(trained / "checkpoints" / "last.ckpt", "san")
+    rows = {}
+    for mode, label, out in (("proxy", None, "eval_proxy"), ("ideal", "san_exact", "eval_ideal")):
+        rows[mode] = evaluate(eval_cfg(f"ckpt={ckpt}", "test_resolutions=[16,13,12]", f"bn_mode={mode}",
+                                       f"run_dir={tmp_path / out}", "calibration_samples=16",
+                                       *([f"label={label}"] if label else [])))
+
+    val = validation_batches([16, 13, 12])
+    _, net = rebuilt(ckpt)
+    own = {r: top1_top5(*logits_by_hand(net, val, SubnetConfig(r))) for r in (16, 12)}
+    proxy = top1_top5(*plain_logits(net.materialize(SubnetConfig(12)), val, 13))
+    _, exact = rebuilt(ckpt)
+    exact.state.set_scale_encoding("exact")
+    calibrate_by_hand(exact, SubnetConfig(13), num_samples=16)
+    ideal = top1_top5(*logits_by_hand(exact, val, SubnetConfig(13), bn_mode="calibrated"))
+    assert proxy != ideal  # the two modes are told apart on these images
+    expected = {"proxy": {16: own[16], 13: proxy, 12: own[12]}, "ideal": {16: own[16], 13: ideal, 12: own[12]}}
+    for mode, mode_rows in rows.items():
+        got = {(r["resolution"], k): r[k] for r in mode_rows for k in ("top1", "top5")}
+        want = {(r, k): v for r, pair in expected[mode].items() for k, v in zip(("top1", "top5"), pair)}
+        assert got == pytest.approx(want, abs=1e-4), mode
+
+    got = {(r.label, r.seed, r.resolution): r.value for r in read_results([tmp_path / "eval_proxy",
+                                                                            tmp_path / "eval_ideal"])}
+    assert got == pytest.approx({(label, 3, r): expected[mode][r][0] for label, mode in
+                                 (("san_proxy", "proxy"), ("san_exact", "ideal")) for r in (16, 13, 12)}, abs=1e-4)
 
 
 def test_data_settings_are_spelled_as_in_train_and_null_keeps_the_training_runs():
     meta = {"run": {"data": {"_target_": "resnet_switch.data.datamodule.MultiResDataModule", "name": "synthetic",
                              "resolutions": [16, 12], "batch_size": 64, "num_workers": 0, "val_samples": 8}},
             "net": {"resolutions": [16, 12]}}
-    kept = evaluate_module.build_eval_datamodule(meta, _eval_cfg(), [16, 12])
+    kept = build_eval_datamodule(meta, eval_cfg("ckpt=x.ckpt"), [16, 12])
     assert (kept.batch_size, kept.num_workers) == (64, 0)
-    changed = evaluate_module.build_eval_datamodule(meta, _eval_cfg("data.batch_size=8", "data.num_workers=1"), [16])
+    changed = build_eval_datamodule(meta, eval_cfg("ckpt=x.ckpt", "data.batch_size=8", "data.num_workers=1"), [16])
     assert (changed.batch_size, changed.num_workers, list(changed.test_resolutions)) == (8, 1, [16])
     assert kept.val_samples == 8
-    whole = evaluate_module.build_eval_datamodule(meta, _eval_cfg("+data.val_samples=null"), [16])
+    whole = build_eval_datamodule(meta, eval_cfg("ckpt=x.ckpt", "+data.val_samples=null"), [16])
     assert whole.val_samples == SYNTHETIC_VAL_SAMPLES  # null given with +: the data set's default, not the run's 8
-
-
-def _fake_rows(top1):
-    def fake_evaluate_checkpoint(path, cfg, test_resolutions, device, extra=None):
-        return [{"model": "san resnet20 @16-12", "resolution": r, "width": 1.0, "top1": top1 - r, "top5": 99.0,
-                 "bn": "proxy", "madds": r * 1000, "params": 10} for r in test_resolutions]
-    return fake_evaluate_checkpoint
-
-
-def test_one_checkpoint_is_written_as_a_run_the_report_reads(tmp_path, monkeypatch):
-    from resnet_switch.evaluation.runs import read_results, write_run_info
-
-    trained = tmp_path / "san_s3"
-    (trained / "checkpoints").mkdir(parents=True)
-    write_run_info(trained, {"label": "san", "seed": 3, "method": "san", "resolutions": [16, 12]})
-    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", _fake_rows(90.0))
-    ckpt = trained / "checkpoints" / "last.ckpt"
-    for mode, label, out in (("proxy", None, "eval_proxy"), ("ideal", "san_exact", "eval_ideal")):
-        overrides = [f"ckpt={ckpt}", "test_resolutions=[16,14,12]", f"bn_mode={mode}", f"run_dir={tmp_path / out}",
-                     "device=cpu"] + ([f"label={label}"] if label else [])
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            evaluate_module.evaluate(compose("evaluate", overrides=overrides))
-    got = sorted((r.label, r.seed, r.resolution, r.value) for r in read_results([tmp_path / "eval_proxy",
-                                                                                 tmp_path / "eval_ideal"]))
-    assert got == [("san_exact", 3, 12, 78.0), ("san_exact", 3, 14, 76.0), ("san_exact", 3, 16, 74.0),
-                   ("san_proxy", 3, 12, 78.0), ("san_proxy", 3, 14, 76.0), ("san_proxy", 3, 16, 74.0)]
-
-
-def test_several_checkpoints_are_not_written_as_one_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluate_module, "evaluate_checkpoint", _fake_rows(90.0))
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        evaluate_module.evaluate(compose("evaluate", overrides=["ckpt=[a.ckpt,b.ckpt]", "test_resolutions=[16]",
-                                                                f"run_dir={tmp_path}", "device=cpu"]))
-    assert (tmp_path / "eval_rows.csv").is_file()
-    assert not (tmp_path / "run.json").exists() and not (tmp_path / "results.csv").exists()

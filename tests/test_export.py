@@ -14,7 +14,7 @@ from torch import nn
 from resnet_switch import export
 from resnet_switch.cli.options import run_tool
 from resnet_switch.deploy.export import fold_batchnorm
-from resnet_switch.models import build_switchable
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
 
@@ -113,7 +113,7 @@ def test_state_dict_loads_into_torchvision_strictly(tmp_path, model, tv_name):
 
 
 def test_fold_batchnorm_leaves_no_bn_and_same_outputs():
-    net = build_switchable("mobilenetv2", [32], layers="plain", num_classes=10).eval()
+    net = create_model("mobilenetv2", [32], layers="plain", num_classes=10).eval()
     randomize_bn(net)
     plain = net.materialize(SubnetConfig(32))
     folded, pairs = fold_batchnorm(plain)

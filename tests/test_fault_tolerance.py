@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from resnet_switch.data.sampling import EpochShuffleSampler, ResumableLoader
-from resnet_switch.models import build_switchable
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import load_checkpoint
@@ -111,7 +111,7 @@ class HostEvent:
 
 
 def _tiny_net():
-    return build_switchable("resnet20", [16, 12], num_classes=10, base_width=4)
+    return create_model("resnet20", [16, 12], num_classes=10, base_width=4)
 
 
 def _train_step(guard, net, step, bad_config=None):

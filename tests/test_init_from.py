@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from resnet_switch.errors import ConfigError
-from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.methods import build_method
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import CheckpointError, load_checkpoint, rebuild_from_checkpoint
@@ -28,9 +29,8 @@ FAMILIES = {
 
 def target_net(method, resolutions=(16, 12), num_classes=10, method_kwargs=None, model="resnet20", model_kwargs=None):
     torch.manual_seed(1)  # not the checkpoint's seed: every copied tensor starts different
-    _, net = build_method_and_net(method, list(resolutions), model, num_classes, method_kwargs=method_kwargs or {},
-                                  model_kwargs=SMALL if model_kwargs is None else model_kwargs)
-    return net
+    return create_model(model, method=build_method(method, list(resolutions), **(method_kwargs or {})),
+                        num_classes=num_classes, **(SMALL if model_kwargs is None else model_kwargs))
 
 
 def outputs(net, configs, x16):
@@ -87,8 +87,8 @@ def test_statistics_of_configurations_not_recalibrated_are_dropped(tmp_path, cap
     0.625 ones (range [0.25, 1]: 0.625 is its middle width), which no validation would refresh."""
     path = write_checkpoint(tmp_path / "src.ckpt", "mutualnet", method_kwargs={"width_range": [0.25, 1.0]})
     source_keys = set(rebuild_from_checkpoint(load_checkpoint(path))[1].net.bn1.calibrated)
-    method, target = build_method_and_net("mutualnet", [16, 12], "resnet20", 10,
-                                          method_kwargs={"width_range": [0.5, 1.0]}, model_kwargs=SMALL)
+    method = build_method("mutualnet", [16, 12], width_range=[0.5, 1.0])
+    target = create_model("resnet20", method=method, num_classes=10, **SMALL)
     keep = method.eval_configs()
     with caplog.at_level(logging.INFO, logger="resnet_switch.training.init_from"):
         summary = init_from_checkpoint(target, path, "mutualnet", keep_statistics=keep)
@@ -144,7 +144,7 @@ def test_plain_source_fills_every_private_set(tmp_path):
     (("mutualnet", {}, "resnet20", SMALL), ("parallel", {}, "resnet20", SMALL), r"slimmable layers"),
     (("mutualnet", {}, "resnet20", SMALL), ("mutualnet", {"divisor": 4}, "resnet20", SMALL),
      r"divisor=8, this run's 4; set method.divisor"),
-    (("mutualnet", {}, "resnet20", SMALL), ("snet", {}, "resnet20", SMALL), r"private_bn_per_width"),
+    (("mutualnet", {}, "resnet20", SMALL), ("snet", {}, "resnet20", SMALL), r"one BN set per width \(snet\)"),
     (("snet", {"widths": [1.0, 0.5]}, "resnet20", SMALL), ("snet", {"widths": [1.0, 0.75]}, "resnet20", SMALL),
      r"S-Net has BN sets for widths \[1.0, 0.5\].*method.widths"),
     (("san", {"conv": "private"}, "resnet20", SMALL), ("san", {"conv": "private"}, "resnet20", SMALL),
@@ -166,10 +166,10 @@ def test_bad_files_and_channel_counts_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"^model.init.ckpt: no file"):
         init_from_checkpoint(net, tmp_path / "missing.ckpt", "rsnet")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match=r"^model.init.ckpt: .* truncated or not a checkpoint"):
+    with pytest.raises(CheckpointError, match=r"^model.init.ckpt: .* damaged, truncated or not a checkpoint"):
         init_from_checkpoint(net, tmp_path / "junk.ckpt", "rsnet")
     path = write_checkpoint(tmp_path / "src.ckpt", "rsnet")
-    grey = build_method_and_net("rsnet", [16, 12], "resnet20", 10, in_channels=1, model_kwargs=SMALL)[1]
+    grey = create_model("resnet20", method=build_method("rsnet", [16, 12]), num_classes=10, in_channels=1, **SMALL)
     with pytest.raises(ConfigError, match=r"3-channel images, this data set has 1"):
         init_from_checkpoint(grey, path, "rsnet")
     with pytest.raises(ConfigError, match=r"^model.init.bn_mode: unknown"):

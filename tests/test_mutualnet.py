@@ -9,14 +9,15 @@ import torch.nn.functional as F
 from resnet_switch.data.multires import MultiResBatch
 from resnet_switch.losses import kl_to_teacher
 from resnet_switch.methods import METHODS, build_method
-from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 
 RES = [32, 24, 16]
 
 
 def setup(name, **kw):
-    method, net = build_method_and_net(name, RES, "resnet20", num_classes=5, method_kwargs=kw)
+    method = build_method(name, RES, **kw)
+    net = create_model("resnet20", method=method, num_classes=5)
     batch = MultiResBatch(torch.randn(6, 3, 32, 32), torch.randint(0, 5, (6,)))
     return method, net, batch
 

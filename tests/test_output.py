@@ -2,7 +2,7 @@
 
 import pytest
 
-from resnet_switch.models import build_switchable
+from resnet_switch.models import create_model
 from resnet_switch.training.speed import onednn_nhwc_hazard, resolve_memory_format
 
 from .helpers import TINY, run_cli
@@ -32,7 +32,7 @@ def test_run_logs_plain_progress_lines_and_no_third_party_noise(tmp_path):
     (4, False, "contiguous"),  # a 1x1 stride-2 conv with 4 input channels: torch 2.14.1's oneDNN bug
 ])
 def test_memory_format_auto(base_width, on_cuda, expected):
-    net = build_switchable("resnet20", [16, 12], num_classes=10, base_width=base_width)
+    net = create_model("resnet20", [16, 12], num_classes=10, base_width=base_width)
     assert onednn_nhwc_hazard(net) == (base_width < 8)
     assert resolve_memory_format("auto", net, on_cuda) == expected
     assert resolve_memory_format("contiguous", net, False) == "contiguous"

@@ -13,7 +13,7 @@ from resnet_switch.data import MultiResDataModule
 from resnet_switch.evaluation.accuracy import evaluate_configs
 from resnet_switch.layers.scale_conv import scale_encoding, tabulated_encoding
 from resnet_switch.layers.slimmable import ChannelDim, slim_channels
-from resnet_switch.models import build_switchable
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.training.checkpointing import (
     CheckpointError,
@@ -115,8 +115,8 @@ def test_official_channel_rounding_options():
 
 
 def test_role_ratios_reach_the_bottleneck_and_the_stem():
-    net = build_switchable("resnet50", [32], layers="slimmable", widths=[1.0, 0.65], num_classes=10,
-                           layer_kwargs={"min_channels": 1, "role_ratios": {"stem": 0.25, "mid": 0.25}})
+    net = create_model("resnet50", [32], layers="slimmable", widths=[1.0, 0.65], num_classes=10,
+                       layer_kwargs={"min_channels": 1, "role_ratios": {"stem": 0.25, "mid": 0.25}})
     plain = net.materialize(SubnetConfig(32, 0.9))
     assert plain.conv1.out_channels == 58 and plain.layer1[0].conv1.out_channels == 58
     assert plain.layer1[0].conv3.out_channels == 232 and plain.layer1[0].downsample[0].in_channels == 58
@@ -137,12 +137,12 @@ def test_san_encoding_table_interpolates_and_keeps_the_formula_for_the_default_l
 def test_width_mult_scales_every_backbone_and_is_validated():
     for name, probe in (("resnet18", lambda m: m.fc.in_features), ("mobilenetv1", lambda m: m.features[0][0].out_channels),
                         ("mobilenetv2", lambda m: m.features[0][0].out_channels)):
-        base = probe(build_switchable(name, [32], layers="plain", num_classes=10).net)
-        wide = build_switchable(name, [32], layers="plain", num_classes=10, width_mult=2.0)
+        base = probe(create_model(name, [32], layers="plain", num_classes=10).net)
+        wide = create_model(name, [32], layers="plain", num_classes=10, width_mult=2.0)
         assert probe(wide.net) == 2 * base, name
-        assert build_switchable(**wide.spec).spec["width_mult"] == 2.0
+        assert create_model(**wide.spec).spec["width_mult"] == 2.0
     with pytest.raises(ValueError, match="model.width_mult: must be a positive number"):
-        build_switchable("resnet18", [32], layers="plain", width_mult=0)
+        create_model("resnet18", [32], layers="plain", width_mult=0)
 
 
 def test_resuming_with_other_architecture_numbers_is_refused():

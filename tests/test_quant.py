@@ -28,8 +28,8 @@ from resnet_switch.layers.lq import (
     sorted_levels,
 )
 from resnet_switch.layers.quant import LQConv2d, quantized_convs
-from resnet_switch.methods.build import build_method_and_net
-from resnet_switch.models import build_switchable, load_plain_weights
+from resnet_switch.methods import build_method
+from resnet_switch.models import create_model, load_plain_weights
 from resnet_switch.switch import SubnetConfig, SwitchState
 from resnet_switch.training.checkpointing import (
     CheckpointError,
@@ -205,30 +205,30 @@ def test_act_gradient_is_identity_clipped_above_the_top_level():
 # ------------------------------------------------------------------------ layers behind the factory
 def test_32_bits_is_exactly_the_float_network():
     torch.manual_seed(5)
-    float_net = build_switchable("resnet20", [16, 12], base_width=4, num_classes=5).eval()
+    float_net = create_model("resnet20", [16, 12], base_width=4, num_classes=5).eval()
     torch.manual_seed(5)
-    off = build_switchable("resnet20", [16, 12], base_width=4, num_classes=5,
-                           quant={"weight_bits": 32, "act_bits": 32}).eval()
+    off = create_model("resnet20", [16, 12], base_width=4, num_classes=5,
+                       quant={"weight_bits": 32, "act_bits": 32}).eval()
     assert not quantized_convs(off) and off.state_dict().keys() == float_net.state_dict().keys()
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(off(x), float_net(x))
 
 
 def test_stem_and_classifier_stay_float_and_bn_stays_private():
-    net = build_switchable("resnet20", [16, 12], base_width=4, num_classes=5, quant=W2A2)
+    net = create_model("resnet20", [16, 12], base_width=4, num_classes=5, quant=W2A2)
     assert type(net.net.conv1) is nn.Conv2d and type(net.net.fc) is nn.Linear
     convs = [m for m in net.net.modules() if isinstance(m, nn.Conv2d)]
     assert len(quantized_convs(net)) == len(convs) - 1  # every conv but the stem
     assert len(net.net.layer1[0].bn1.sets) == 2  # private BN per resolution
     # weights-only ("2/32"): no activation quantizer
-    w_only = build_switchable("resnet20", [16], layers="plain", base_width=4, quant={"weight_bits": 2})
+    w_only = create_model("resnet20", [16], layers="plain", base_width=4, quant={"weight_bits": 2})
     assert all(m.act_quant is None and m.weight_quant is not None for _, m in quantized_convs(w_only))
 
 
 @pytest.mark.parametrize("method", ["san", "mutualnet"])
 def test_unsupported_methods_are_refused_in_one_line(method):
     with pytest.raises(ValueError, match=rf"^quant: method={method} is not supported with quant=lq; use"):
-        build_method_and_net(method, [16, 12], "resnet20", 10, quant=W2A2)
+        create_model("resnet20", method=build_method(method, [16, 12]), num_classes=10, quant=W2A2)
 
 
 @pytest.mark.parametrize("quant,field", [({"weight_bits": 5}, "quant.weight_bits"),
@@ -237,11 +237,11 @@ def test_unsupported_methods_are_refused_in_one_line(method):
                                          ({"bits": 2}, "quant.bits")])
 def test_bad_quant_settings_name_the_field(quant, field):
     with pytest.raises(ValueError, match=rf"^{field}: "):
-        build_switchable("resnet20", [16], quant=quant)
+        create_model("resnet20", [16], quant=quant)
 
 
 def test_preresnet18_layout_and_quantized_composition():
-    net = build_switchable("preresnet18", [64, 48], num_classes=7, quant=W2A2)
+    net = create_model("preresnet18", [64, 48], num_classes=7, quant=W2A2)
     body = net.net
     assert body.layer1[0].preact is None and body.layer1[0].downsample is None  # 'first' block
     assert body.layer2[0].preact is None and body.layer2[0].downsample is not None  # strided block 0
@@ -258,7 +258,7 @@ def test_preresnet18_layout_and_quantized_composition():
 
 
 def test_resnet50_composes_with_quant():
-    net = build_switchable("resnet50", [32], layers="plain", num_classes=3, quant={"weight_bits": 3, "act_bits": 4})
+    net = create_model("resnet50", [32], layers="plain", num_classes=3, quant={"weight_bits": 3, "act_bits": 4})
     body = net.net
     assert type(body.conv1) is nn.Conv2d and isinstance(body.layer2[0].downsample[0], LQConv2d)
     assert body.layer3[0].conv2.weight_quant.basis.shape == (256, 3) and body.layer3[0].conv2.act_quant.bits == 4
@@ -269,15 +269,15 @@ def test_resnet50_composes_with_quant():
 def test_preresnet18_has_resnet18_convs():
     from resnet_switch.evaluation.costs import count_costs
 
-    pre, _ = count_costs(build_switchable("preresnet18", [96], layers="plain"), SubnetConfig(96))
-    plain, _ = count_costs(build_switchable("resnet18", [96], layers="plain"), SubnetConfig(96))
+    pre, _ = count_costs(create_model("preresnet18", [96], layers="plain"), SubnetConfig(96))
+    plain, _ = count_costs(create_model("resnet18", [96], layers="plain"), SubnetConfig(96))
     assert pre == plain  # the same convolutions, arranged pre-activation
 
 
 def test_warm_start_from_float_weights():
-    float_net = build_switchable("resnet20", [16], layers="plain", base_width=4)
+    float_net = create_model("resnet20", [16], layers="plain", base_width=4)
     randomize_bn(float_net)
-    quant_net = build_switchable("resnet20", [16, 12], base_width=4, quant=W2A2)
+    quant_net = create_model("resnet20", [16, 12], base_width=4, quant=W2A2)
     load_plain_weights(quant_net, float_net.materialize().state_dict())
     assert torch.equal(quant_net.net.layer2[0].conv1.weight, float_net.net.layer2[0].conv1.weight)
     assert torch.equal(quant_net.net.layer2[0].bn1.sets[1].running_var, float_net.net.layer2[0].bn1.running_var)
@@ -286,8 +286,8 @@ def test_warm_start_from_float_weights():
 # --------------------------------------------------------------------------------------- training
 def test_quantized_rsnet_2_2_step_trains_on_a_fixed_batch():
     torch.manual_seed(6)
-    method, net = build_method_and_net("rsnet", [16, 12], "resnet20", 4, model_kwargs={"base_width": 8},
-                                       quant=W2A2)
+    method = build_method("rsnet", [16, 12])
+    net = create_model("resnet20", method=method, num_classes=4, base_width=8, quant=W2A2)
     params = list(net.parameters()) + list(method.parameters())
     opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
     y = torch.arange(16) % 4
@@ -303,8 +303,9 @@ def test_quantized_rsnet_2_2_step_trains_on_a_fixed_batch():
 # ------------------------------------------------------------------------------ checkpoints, export
 def trained_quant_net(steps: int = 2):
     torch.manual_seed(7)
-    method, net = build_method_and_net("rsnet", [16, 12], "resnet20", 4, model_kwargs={"base_width": 4},
-                                       quant={**W2A2, "act_basis_update": "highest"})
+    method = build_method("rsnet", [16, 12])
+    net = create_model("resnet20", method=method, num_classes=4, base_width=4,
+                       quant={**W2A2, "act_basis_update": "highest"})
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
     for _ in range(steps):
@@ -383,7 +384,7 @@ def test_export_is_quantized_not_float(quant_ckpt):
     # the fake-quantized plain model differs from the same weights run in float
     _, net, _ = rebuild_from_checkpoint(load_checkpoint(quant_ckpt))
     plain = net.materialize(SubnetConfig(16))
-    twin = build_switchable(**{k: v for k, v in net.spec.items() if k != "quant"}).eval()
+    twin = create_model(**{k: v for k, v in net.spec.items() if k != "quant"}).eval()
     twin.load_state_dict(net.state_dict(), strict=False)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad(), net.switch(SubnetConfig(16)), twin.switch(SubnetConfig(16)):

@@ -12,19 +12,18 @@ from hydra.core.global_hydra import GlobalHydra
 from resnet_switch import evaluate as evaluate_module
 from resnet_switch.cli.overrides import CONF_DIR
 from resnet_switch.errors import ConfigError
+from resnet_switch.evaluation import checkpoint_eval
 from resnet_switch.evaluation.query_table import (
-    channel_signature,
     log_to_wandb,
     measure_latency_ms,
     pareto_frontier,
     parse_count,
     read_query_table,
     select_under_budget,
-    unique_widths,
-    width_grid,
 )
 from resnet_switch.layers.calibration import calibratable_layers
-from resnet_switch.models import build_switchable
+from resnet_switch.models import create_model
+from resnet_switch.models.inference_policy import InferencePolicy, channel_signature, unique_widths, width_grid
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 
@@ -48,8 +47,8 @@ ROWS = [
 
 
 def tiny_slimmable(**layer_kwargs):
-    return build_switchable("resnet20", [16, 12], layers="slimmable", widths=[1.0, 0.25], num_classes=4,
-                            layer_kwargs={"divisor": 8, **layer_kwargs}, base_width=8)
+    return create_model("resnet20", [16, 12], layers="slimmable", widths=[1.0, 0.25], num_classes=4,
+                        layer_kwargs={"divisor": 8, **layer_kwargs}, base_width=8)
 
 
 # ------------------------------------------------------------------------------ pure functions
@@ -123,24 +122,24 @@ def test_widths_with_identical_channels_are_one_configuration():
 
 
 def test_private_bn_per_width_keeps_widths_with_equal_channels_apart():
-    net = build_switchable("resnet20", [16], layers="slimmable", widths=[1.0, 0.95], num_classes=4,
-                           layer_kwargs={"divisor": 8, "private_bn_per_width": True}, base_width=8)
+    net = create_model("resnet20", [16], layers="slimmable", widths=[1.0, 0.95], num_classes=4,
+                       layer_kwargs={"divisor": 8, "private_bn_per_width": True}, base_width=8)
     assert channel_signature(net, 1.0) != channel_signature(net, 0.95)
     assert list(unique_widths(net, [1.0, 0.95])) == [1.0, 0.95]
 
 
 def test_evaluate_widths_are_checked_against_the_checkpoint_kind():
-    plain = build_switchable("resnet20", [16], layers="private_bn", num_classes=4, base_width=8)
-    assert evaluate_module.check_eval_widths(plain, [1.0]) == [1.0]
+    plain = InferencePolicy(create_model("resnet20", [16], layers="private_bn", num_classes=4, base_width=8))
+    assert plain.widths.check([1.0]) == [1.0]
     with pytest.raises(ConfigError, match="^widths: .*not slimmable"):
-        evaluate_module.check_eval_widths(plain, [1.0, 0.5])
-    assert evaluate_module.check_eval_widths(tiny_slimmable(), [0.9, 0.3]) == [0.9, 0.3]
-    snet = build_switchable("resnet20", [16], layers="slimmable", widths=[1.0, 0.5], num_classes=4,
-                            layer_kwargs={"divisor": 8, "private_bn_per_width": True}, base_width=8)
-    with pytest.raises(ConfigError, match=r"^widths: \[0.75\] have no private BN"):
-        evaluate_module.check_eval_widths(snet, [1.0, 0.75])
-    assert evaluate_module.query_widths(snet, 0.05) == [0.5, 1.0]
-    assert evaluate_module.query_widths(plain, 0.05) == [1.0]
+        plain.widths.check([1.0, 0.5])
+    assert InferencePolicy(tiny_slimmable()).widths.check([0.9, 0.3]) == [0.9, 0.3]
+    snet = InferencePolicy(create_model("resnet20", [16], layers="slimmable", widths=[1.0, 0.5], num_classes=4,
+                                        layer_kwargs={"divisor": 8, "private_bn_per_width": True}, base_width=8))
+    with pytest.raises(ConfigError, match=r"^widths: 0.75 has no private BN"):
+        snet.widths.check([1.0, 0.75])
+    assert snet.widths.query_grid(0.05) == [0.5, 1.0]
+    assert plain.widths.query_grid(0.05) == [1.0]
 
 
 def test_latency_measurement_restores_the_thread_count():
@@ -183,13 +182,13 @@ def eval_cfg(*overrides):
 
 def test_stored_statistics_are_reused_not_recalibrated(usnet_ckpt, tmp_path, monkeypatch):
     calibrated = []
-    real = evaluate_module.calibrate_configs
+    real = checkpoint_eval.calibrate_configs
 
     def spy(net, datamodule, configs, num_samples, progress=True):
         calibrated.extend(c.key() for c in configs)
         real(net, datamodule, configs, num_samples, progress=False)
 
-    monkeypatch.setattr(evaluate_module, "calibrate_configs", spy)
+    monkeypatch.setattr(checkpoint_eval, "calibrate_configs", spy)
     # widths 0.25, 0.625, 1.0 are exactly the training run's evaluation configurations
     rows = evaluate_module.evaluate(eval_cfg(f"ckpt={usnet_ckpt}", f"run_dir={tmp_path / 'a'}",
                                              "query_table=true", "width_step=0.375", "latency_runs=1"))
@@ -203,10 +202,10 @@ def test_stored_statistics_are_reused_not_recalibrated(usnet_ckpt, tmp_path, mon
 
 
 def test_stored_twin_statistics_are_shared_under_the_new_key(usnet_ckpt):
-    method, net, _ = evaluate_module.load_for_eval(str(usnet_ckpt), torch.device("cpu"))
+    loaded = checkpoint_eval.load_for_eval(str(usnet_ckpt), eval_cfg("ckpt=x"), torch.device("cpu"))
     configs = [SubnetConfig(16, 0.8), SubnetConfig(16, 0.55)]
-    assert evaluate_module.reuse_stored_statistics(net, configs, method.eval_configs()) == [configs[1]]
-    layer = calibratable_layers(net)[-1]
+    assert loaded.policy.provide_statistics(configs) == {configs[0]: "twin", configs[1]: "needs_calibration"}
+    layer = calibratable_layers(loaded.net)[-1]
     assert layer.calibrated["r16_w0.8"][0] is layer.calibrated["r16_w0.625"][0]
 
 

@@ -21,9 +21,8 @@ from resnet_switch.layers.scale_conv import (
     kaiming_std,
     scale_encoding,
 )
-from resnet_switch.losses import scale_distillation_loss
 from resnet_switch.methods import build_method
-from resnet_switch.models import build_switchable, load_plain_weights
+from resnet_switch.models import create_model, load_plain_weights
 from resnet_switch.switch import SubnetConfig, SwitchState
 
 RES = [32, 24, 16]
@@ -333,26 +332,19 @@ def test_load_plain_starts_every_scale_at_the_pretrained_kernel():
 
 # ---- scale distillation ------------------------------------------------------------------------
 
-def test_scale_distillation_loss_matches_hand_computation():
-    torch.manual_seed(0)
-    logits = [torch.randn(5, 4) for _ in range(3)]
-    y = torch.randint(0, 4, (5,))
-    p = [torch.softmax(z, 1) for z in logits]
-
-    def kl(t, s):  # KL(p_t || p_s), batch mean
-        return (p[t] * (p[t].log() - p[s].log())).sum(1).mean()
-
-    ce = sum(-torch.log(p[i][torch.arange(5), y]).mean() for i in range(3))
-    sd = kl(0, 1) + kl(0, 2) + kl(1, 2)
-    out = scale_distillation_loss(logits, y)
-    torch.testing.assert_close(out["ce"], ce)
-    torch.testing.assert_close(out["sd"], sd)
-    torch.testing.assert_close(out["loss"], ce + sd)
+def _hand_scale_distillation(logits_high_to_low, y):
+    """SAN eq. 3-4 with ``alpha = beta = 1``, written out: ``ce = sum_i CE(z_i, y)`` and
+    ``sd = sum_i sum_{j < i} KL(p_j || p_i)`` with every teacher ``p_j`` (a higher resolution) detached."""
+    logp = [torch.log_softmax(z, 1) for z in logits_high_to_low]
+    ce = sum(-lp[torch.arange(len(y)), y].mean() for lp in logp)
+    sd = sum((logp[j].detach().exp() * (logp[j].detach() - logp[i])).sum(1).mean()
+             for i in range(len(logp)) for j in range(i))
+    return ce, sd
 
 
 def _san_net(seed=0, **layer_kwargs):
     torch.manual_seed(seed)
-    return build_switchable("resnet20", RES, layers="san", num_classes=10, layer_kwargs=layer_kwargs)
+    return create_model("resnet20", RES, layers="san", num_classes=10, layer_kwargs=layer_kwargs)
 
 
 def _grads(net):
@@ -379,13 +371,14 @@ def test_san_step_equals_one_backward_of_the_whole_loss(distill):
     for r in RES:
         net.set_active(SubnetConfig(r))
         logits.append(net(batch.at(r)))
-    ref = scale_distillation_loss(logits, batch.targets)
-    total = ref["loss"] if distill else ref["ce"]
+    ce, sd = _hand_scale_distillation(logits, batch.targets)
+    total = ce + sd if distill else ce
     total.backward()
     torch.testing.assert_close(logs["loss"], total.detach())
-    torch.testing.assert_close(sum(logs[f"ce@{r}"] for r in RES), ref["ce"].detach())
+    torch.testing.assert_close(sum(logs[f"ce@{r}"] for r in RES), ce.detach())
     if distill:
-        torch.testing.assert_close(logs["kd@24"] + logs["kd@16"], ref["sd"].detach())
+        assert sd > 0
+        torch.testing.assert_close(logs["kd@24"] + logs["kd@16"], sd.detach())
     else:
         assert not any(k.startswith("kd@") for k in logs)
     ref_grads = _grads(net)
@@ -434,7 +427,7 @@ def test_materialised_model_equals_switchable(name, roles):
     torch.manual_seed(0)
     layer_kwargs = {} if roles is None else {"meta_roles": roles}
     kwargs = {"small_input": True, "width_mult": 0.5} if name == "mobilenetv2" else {}
-    net = build_switchable(name, RES, layers="san", num_classes=10, layer_kwargs=layer_kwargs, **kwargs)
+    net = create_model(name, RES, layers="san", num_classes=10, layer_kwargs=layer_kwargs, **kwargs)
     metas = [m for m in net.modules() if isinstance(m, ScaleConv2d)]
     assert isinstance(net.net.fc if name == "resnet20" else net.net.classifier[1], nn.Linear)
     if name == "resnet20":
@@ -472,7 +465,7 @@ def test_warm_start_from_plain_weights_gives_the_plain_model_at_every_scale():
 def test_private_conv_ablation_runs_and_materialises():
     method = build_method("san", RES, conv="private")
     torch.manual_seed(0)
-    net = build_switchable("resnet20", RES, layers=method.layers, num_classes=10, layer_kwargs=method.layer_kwargs())
+    net = create_model("resnet20", RES, layers=method.layers, num_classes=10, layer_kwargs=method.layer_kwargs())
     convs = [m for m in net.modules() if isinstance(m, PrivateConv2d)]
     assert convs and len(convs[0].convs) == 3
     assert not torch.equal(convs[0].convs[0].weight, convs[0].convs[1].weight)  # independent init
@@ -487,6 +480,53 @@ def test_private_conv_ablation_runs_and_materialises():
         assert not any(isinstance(m, PrivateConv2d) for m in plain.modules())
         with torch.no_grad(), net.switch(SubnetConfig(r)):
             torch.testing.assert_close(plain(x), net(x))
+
+
+# nearest training resolution of each test resolution (RES = 32, 24, 16): its own, or the nearest one
+PRIVATE_INDEX = {32: 0, 24: 1, 16: 2, 30: 0, 40: 0, 21: 1, 18: 2, 8: 2}
+
+
+@pytest.mark.parametrize("stride,groups,bias", [(1, 1, False), (2, 2, True)])
+def test_private_conv_is_torchs_conv_with_the_resolutions_own_weights(stride, groups, bias):
+    """SAN Table 4: at every resolution the layer is ``F.conv2d`` with the kernel (and bias) private to
+    that training resolution, or to the nearest one for an unseen resolution."""
+    state = SwitchState(RES)
+    torch.manual_seed(0)
+    conv = PrivateConv2d(4, 6, 3, state, stride=stride, padding=1, groups=groups, bias=bias)
+    for r, k in PRIVATE_INDEX.items():
+        x = torch.randn(2, 4, r, r)
+        state.activate(SubnetConfig(r))
+        private = conv.convs[k]
+        want = F.conv2d(x, private.weight, private.bias, stride=stride, padding=1, groups=groups)
+        torch.testing.assert_close(conv(x), want, rtol=0, atol=0, msg=f"{r} px")
+    with_one = PrivateConv2d(4, 6, 3, SwitchState([16]), padding=1, bias=True)
+    plain = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    plain.load_state_dict({key.removeprefix("convs.0."): v for key, v in with_one.state_dict().items()})
+    for r in (16, 9, 24):  # one training resolution: a plain conv at every resolution
+        with_one.state.activate(SubnetConfig(r))
+        x = torch.randn(1, 4, r, r)
+        torch.testing.assert_close(with_one(x), plain(x), rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_private_conv_network_is_the_plain_network_of_each_resolutions_convs():
+    """The private-conv ResNet-20 at a resolution equals the private-BN ResNet-20 (torch's own
+    ``nn.Conv2d`` everywhere) loaded with that resolution's private convs and the same BN sets."""
+    method = build_method("san", RES, conv="private")
+    torch.manual_seed(0)
+    net = create_model("resnet20", RES, layers=method.layers, num_classes=10, layer_kwargs=method.layer_kwargs())
+    _train_bn_sets(net)
+    net.eval()
+    reference = create_model("resnet20", RES, layers="private_bn", num_classes=10).eval()
+    assert not any(isinstance(m, (PrivateConv2d, ScaleConv2d)) for m in reference.modules())
+    state = net.state_dict()
+    for r, k in PRIVATE_INDEX.items():
+        own = f".convs.{k}."
+        reference.load_state_dict({key.replace(own, "."): v for key, v in state.items()
+                                   if ".convs." not in key or own in key}, strict=True)
+        x = torch.randn(2, 3, r, r)
+        with net.switch(SubnetConfig(r)), reference.switch(SubnetConfig(r)):
+            torch.testing.assert_close(net(x), reference(x), rtol=1e-5, atol=1e-5, msg=f"{r} px")
 
 
 def test_linear_meta_module_contract():

@@ -6,11 +6,12 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from resnet_switch.data.multires import MultiResBatch
+from resnet_switch.data.multires import MultiResBatch, resize_images
+from resnet_switch.errors import ConfigError
+from resnet_switch.layers.calibration import calibrate_bn
 from resnet_switch.layers.factory import PlainLayers
-from resnet_switch.layers.recalibration_grid import recalibrate_grid
 from resnet_switch.layers.slimmable import slim_channels
-from resnet_switch.models import build_switchable, load_plain_weights
+from resnet_switch.models import create_model, load_plain_weights
 from resnet_switch.models.resnet import BasicBlock, ResNet
 from resnet_switch.switch import SubnetConfig
 
@@ -19,7 +20,7 @@ BACKBONES = ["mobilenetv1", "mobilenetv2", "resnet18", "resnet50", "resnet20"]
 
 def slimmable(name, resolutions=(32,), widths=(1.0, 0.25), **kw):
     """Small nets: ImageNet stems (stride 4 before the blocks) keep 32-px forwards cheap."""
-    return build_switchable(name, list(resolutions), layers="slimmable", widths=widths, num_classes=10, **kw)
+    return create_model(name, list(resolutions), layers="slimmable", widths=widths, num_classes=10, **kw)
 
 
 def randomize_bn_stats(net):
@@ -58,7 +59,7 @@ def test_no_layer_below_divisor_at_small_widths(name):
 def narrow_plain(name, width):
     """A plain net built independently at the channel counts of ``width``."""
     if name in ("mobilenetv1", "mobilenetv2"):
-        return build_switchable(name, [32], layers="plain", num_classes=10, width_mult=width).net
+        return create_model(name, [32], layers="plain", num_classes=10, width_mult=width).net
     stages = {"resnet18": [64, 128, 256, 512], "resnet20": [16, 32, 64]}[name]
     depths = {"resnet18": [2, 2, 2, 2], "resnet20": [3, 3, 3]}[name]
     return ResNet(PlainLayers(), BasicBlock, depths, [slim_channels(c, width) for c in stages],
@@ -116,7 +117,7 @@ def test_warm_start_from_torchvision_mobilenetv2():
     ref = torchvision.models.mobilenet_v2(num_classes=10)
     randomize_bn_stats(ref)
     ref.eval()
-    net = build_switchable("mobilenetv2", [64], layers="slimmable", widths=[1.0, 0.35], num_classes=10)
+    net = create_model("mobilenetv2", [64], layers="slimmable", widths=[1.0, 0.35], num_classes=10)
     load_plain_weights(net, ref.state_dict())
     net.eval()
     x = torch.randn(2, 3, 64, 64)
@@ -132,16 +133,16 @@ def exact_stats(x):
 
 @pytest.mark.parametrize("private", [False, True])
 def test_recalibration_is_the_exact_average_over_exactly_n_images(private):
-    net = build_switchable("resnet20", [32, 16], layers="slimmable", widths=[1.0, 0.5], num_classes=10,
-                           layer_kwargs={"private_bn_per_width": private})
+    net = create_model("resnet20", [32, 16], layers="slimmable", widths=[1.0, 0.5], num_classes=10,
+                       layer_kwargs={"private_bn_per_width": private})
     images = torch.randn(16, 3, 32, 32) * 2 + 0.5
     batches = [MultiResBatch(images[i:i + 4], torch.zeros(4, dtype=torch.long)) for i in range(0, 16, 4)]
     seen = []
     hook = net.net.conv1.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
     cfg = SubnetConfig(16, 0.5)
-    used = recalibrate_grid(net, lambda: iter(batches), [cfg], num_samples=10)
+    used = calibrate_bn(net, (b.at(16) for b in batches), cfg, num_samples=10)
     hook.remove()
-    assert used == {cfg.key(): 10} and sum(seen) == 10  # 4 + 4 + 2 of the 16 offered
+    assert used == 10 and sum(seen) == 10  # 4 + 4 + 2 of the 16 offered
     with torch.no_grad(), net.switch(cfg):
         stem = net.net.conv1.to_plain()
         x16 = torch.cat([b.at(16) for b in batches])[:10]
@@ -156,7 +157,8 @@ def test_calibrated_stats_are_used_saved_and_materialized():
     net = slimmable("mobilenetv2", resolutions=(32, 24))
     batches = [torch.randn(6, 3, 32, 32) for _ in range(2)]
     configs = [SubnetConfig(24, 0.35), SubnetConfig(32, 0.6)]
-    recalibrate_grid(net, lambda: batches, configs, num_samples=12)
+    for config in configs:
+        calibrate_bn(net, (resize_images(b, config.resolution) for b in batches), config, num_samples=12)
     net.eval()
     x = torch.randn(2, 3, 24, 24)
     with torch.no_grad():
@@ -172,13 +174,13 @@ def test_calibrated_stats_are_used_saved_and_materialized():
         fresh.eval()
         with fresh.switch(configs[0], bn_mode="calibrated"):
             torch.testing.assert_close(fresh(x), calibrated)
-        with fresh.switch(SubnetConfig(24, 0.5), bn_mode="calibrated"), pytest.raises(KeyError, match="calibrate"):
+        with fresh.switch(SubnetConfig(24, 0.5), bn_mode="calibrated"), pytest.raises(ConfigError, match="calibrate"):
             fresh(x)
 
 
 def test_private_bn_per_width_isolated():
-    net = build_switchable("resnet20", [32], layers="slimmable", widths=[1.0, 0.5, 0.25], num_classes=10,
-                           layer_kwargs={"private_bn_per_width": True}).train()
+    net = create_model("resnet20", [32], layers="slimmable", widths=[1.0, 0.5, 0.25], num_classes=10,
+                       layer_kwargs={"private_bn_per_width": True}).train()
     bn = net.net.bn1
     assert [s.num_features for s in bn.sets] == [16, 8, 8]
     before = {k: v.clone() for k, v in bn.state_dict().items() if torch.is_tensor(v)}
@@ -193,10 +195,10 @@ def test_private_bn_per_width_isolated():
 
 
 def test_divisor_is_stored_in_spec_and_rebuilds():
-    net = build_switchable("mobilenetv1", [32], layers="slimmable", widths=[1.0, 0.25], num_classes=10,
-                           layer_kwargs={"divisor": 4})
+    net = create_model("mobilenetv1", [32], layers="slimmable", widths=[1.0, 0.25], num_classes=10,
+                       layer_kwargs={"divisor": 4})
     assert net.spec["layer_kwargs"] == {"divisor": 4}
-    again = build_switchable(**net.spec)
+    again = create_model(**net.spec)
     again.load_state_dict(net.state_dict())
     shapes = {k: v.shape for k, v in again.materialize(SubnetConfig(32, 0.3)).state_dict().items()}
     assert shapes["features.0.0.weight"][0] == 12  # 32 * 0.3 = 9.6 -> 12 with divisor 4 (16 with 8)
@@ -216,7 +218,7 @@ def madds(net, resolution, width):
 ])
 def test_madds_match_reference_table(name, cases):
     with torch.device("meta"):  # shapes only: FLOP counting needs no values
-        net = build_switchable(name, [224, 192, 160, 128], layers="slimmable", widths=[1.0, 0.25])
+        net = create_model(name, [224, 192, 160, 128], layers="slimmable", widths=[1.0, 0.25])
     for width, resolution, expected in cases:
         assert madds(net, resolution, width) == pytest.approx(expected, rel=0.01), (width, resolution)
 

@@ -9,7 +9,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from resnet_switch.errors import ConfigError
-from resnet_switch.methods.build import build_method_and_net
+from resnet_switch.methods import build_method
+from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
 from resnet_switch.training.checkpointing import load_checkpoint, rebuild_from_checkpoint
@@ -77,7 +78,7 @@ class RecordRun(Callback):
         with torch.no_grad():
             for config in pl_module.eval_configs:
                 x = self.inputs[config] = torch.randn(4, 3, config.resolution, config.resolution, generator=gen)
-                with net.switch(config, pl_module.eval_bn_mode):
+                with pl_module.policy.switch(config):
                     self.logits[config] = net(x).float()
         net.train(was_training)
 
@@ -149,8 +150,8 @@ def test_bf16_mixed_trains_with_manual_optimisation(method, extra, tmp_path):
 
 # ------------------------------------------------------------------------------------ torch.compile
 def _tiny(method="rsnet", **method_kwargs):
-    return build_method_and_net(method, [16, 12], "resnet20", 10, method_kwargs=method_kwargs,
-                                model_kwargs={"base_width": 4})
+    built = build_method(method, [16, 12], **method_kwargs)
+    return built, create_model("resnet20", method=built, num_classes=10, base_width=4)
 
 
 def _module(method, net, **kwargs):

@@ -1,17 +1,21 @@
-"""Switch state, private BN (nearest / interpolate / calibrated), exact recalibration."""
+"""Switch state, private BN (nearest / interpolate / calibrated), exact recalibration, and the inference
+modes: what each computes, and that evaluate, export and the runtime follow their one table."""
+
+import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from resnet_switch.layers.calibration import calibrate_bn
 from resnet_switch.layers.private_bn import PrivateBatchNorm2d
+from resnet_switch.layers.scale_conv import ScaleConv2d
 from resnet_switch.models.switchable import SwitchableNet
 from resnet_switch.switch import (
     BN_MODES,
     INFERENCE_MODES,
-    SCALE_ENCODINGS,
-    STATE_BN_MODES,
+    InferenceMode,
     SubnetConfig,
     SwitchState,
     check_resolutions,
@@ -168,30 +172,125 @@ def test_scale_encoding_and_calibrating_change_only_through_methods():
         state.activate(SubnetConfig(24), bn_mode="calibrate")  # a user-facing name, not a state mode
 
 
-def test_inference_modes_table():
-    """Each user-facing bn_mode -> (state BN mode, SAN scale encoding, recalibrated first), as the
-    papers define them: RS-Net sec. 4.3 (interpolate), SAN eq. 5 (ideal) and eq. 6 (proxy)."""
-    assert BN_MODES == ("nearest", "interpolate", "calibrate", "proxy", "ideal")
-    expected = {"nearest": ("nearest", "nearest", False), "interpolate": ("interpolate", "nearest", False),
-                "calibrate": ("calibrated", "nearest", True), "proxy": ("nearest", "nearest", False),
-                "ideal": ("calibrated", "exact", True)}
-    got = {name: (m.bn_mode, m.scale_encoding, m.recalibrates) for name, m in INFERENCE_MODES.items()}
-    assert got == expected
-    assert {m.bn_mode for m in INFERENCE_MODES.values()} == set(STATE_BN_MODES)
-    assert {m.scale_encoding for m in INFERENCE_MODES.values()} == set(SCALE_ENCODINGS)
-    assert inference_mode("proxy") is INFERENCE_MODES["proxy"]
+# ---- the inference modes, by what the papers say each one computes -----------------------------
+# A one-conv network trained at 16 and 12 px: SAN's generated conv (kernel = eps W + b, eps = 0.1 S / 32)
+# then private BN. At the unseen 15 px (nearest: 16; RS-Net's blend: 0.75 x the 16-px set + 0.25 x the
+# 12-px set) each user-facing bn_mode is computed here by hand from the parameters.
+UNSEEN = 15
+
+
+def _san_bn_net():
+    torch.manual_seed(0)
+    state = SwitchState((16, 12))
+    conv = ScaleConv2d(2, 3, 3, state, padding=1)
+    bn = PrivateBatchNorm2d(3, state)
+    with torch.no_grad():
+        conv.meta.weight.normal_()
+        conv.meta.bias.normal_()
+        for k, s in enumerate(bn.sets):
+            s.weight.copy_(torch.rand(3) + 0.5 + k)
+            s.bias.copy_(torch.randn(3))
+            s.running_mean.copy_(torch.randn(3) * (k + 1))
+            s.running_var.copy_(torch.rand(3) + 0.5 * (k + 1))
+    return SwitchableNet(nn.Sequential(conv, bn), state, {}).eval(), conv, bn
+
+
+def _by_hand(conv, bn, x, calibration):
+    """``{bn_mode: output at UNSEEN px}`` written out from the papers' definitions."""
+    def convolve(images, encoded):  # SAN eq. 2 at the encoding of `encoded` px
+        eps = 0.1 * encoded / 32
+        return F.conv2d(images, eps * conv.meta.weight + conv.meta.bias, padding=1)
+
+    def normalise(y, mean, var, gamma, beta):
+        return (y - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + bn.eps) * gamma.view(1, -1, 1, 1) \
+            + beta.view(1, -1, 1, 1)
+
+    def tensors(s):
+        return s.running_mean, s.running_var, s.weight, s.bias
+
+    def exact_statistics(y):  # over the calibration images: mean and unbiased variance per channel
+        flat = y.transpose(0, 1).reshape(y.shape[1], -1)
+        return flat.mean(1), flat.var(1, unbiased=True)
+
+    near, far = bn.sets[0], bn.sets[1]  # 16 px (nearest to 15) and 12 px
+    blend = [0.75 * a + 0.25 * b for a, b in zip(tensors(near), tensors(far))]
+    nearest = normalise(convolve(x, 16), *tensors(near))
+    return {
+        "nearest": nearest,  # the nearest training resolution's BN set (and its encoding)
+        "interpolate": normalise(convolve(x, 16), *blend),  # RS-Net sec. 4.3: all four tensors blended
+        "calibrate": normalise(convolve(x, 16), *exact_statistics(convolve(calibration, 16)), near.weight, near.bias),
+        "proxy": nearest,  # SAN eq. 6: the nearest resolution's encoding and BN
+        "ideal": normalise(convolve(x, UNSEEN), *exact_statistics(convolve(calibration, UNSEEN)),
+                           near.weight, near.bias),  # SAN eq. 5: its own encoding, BN recalibrated
+    }
+
+
+@torch.no_grad()
+def _run_mode(net, name, x, calibration):
+    """Run ``net`` at UNSEEN px as :data:`INFERENCE_MODES` says for ``name`` (scale encoding, BN recalibrated
+    on ``calibration`` when the mode recalibrates, the state's BN mode)."""
+    mode = inference_mode(name)
+    config = SubnetConfig(UNSEEN)
+    net.state.set_scale_encoding(mode.scale_encoding)
+    if mode.recalibrates:
+        calibrate_bn(net, [calibration], config, num_samples=len(calibration))
+    with net.switch(config, mode.bn_mode):
+        return net(x)
+
+
+def test_each_inference_mode_computes_what_its_paper_defines():
+    """Each user-facing bn_mode of the table, run on a SAN-style layer pair, gives the hand computation
+    of its definition (RS-Net sec. 4.3; SAN eq. 5 and 6); the modes that differ give different outputs,
+    so an entry swapped in the table fails here."""
+    net, conv, bn = _san_bn_net()
+    x, calibration = torch.randn(4, 2, UNSEEN, UNSEEN), torch.randn(6, 2, UNSEEN, UNSEEN) * 2 + 1
+    with torch.no_grad():
+        want = _by_hand(conv, bn, x, calibration)
+    assert set(BN_MODES) == set(want)  # every mode has its definition here
+    for name in BN_MODES:
+        torch.testing.assert_close(_run_mode(net, name, x, calibration), want[name], rtol=1e-5, atol=1e-5, msg=name)
+    distinct = [want[name] for name in ("nearest", "interpolate", "calibrate", "ideal")]
+    assert all(not torch.allclose(a, b, atol=1e-3) for i, a in enumerate(distinct) for b in distinct[i + 1:])
     with pytest.raises(ValueError, match=r"^bn_mode: unknown 'calibrated'; choose one of \['nearest', "):
-        inference_mode("calibrated")
+        inference_mode("calibrated")  # a state mode, not a user-facing name
 
 
-def test_one_definition_of_the_bn_modes():
-    """evaluate, export and the runtime take the names from switch.INFERENCE_MODES: no copy of the list."""
-    import inspect
+# ---- one definition: evaluate, export and the runtime follow the table -------------------------
+def test_evaluate_export_and_the_runtime_follow_the_table(tmp_path, monkeypatch):
+    """With the table's ``proxy`` entry redefined (RS-Net's blended BN and SAN's own encoding instead
+    of the nearest resolution's), the runtime, export and evaluate all run the new definition at an
+    unseen resolution: none keeps a copy of its own. Tiny SAN checkpoint trained at 16 and 12 px, 13 px."""
+    from resnet_switch import export
+    from resnet_switch.deploy.runtime import SwitchableClassifier
+    from resnet_switch.evaluate import evaluate
 
-    import resnet_switch.deploy.export as export
-    import resnet_switch.deploy.runtime as runtime
-    import resnet_switch.evaluate as evaluate
+    from .tiny_eval import eval_cfg, logits_by_hand, plain_logits, rebuilt, top1_top5, validation_batches, write_tiny
 
-    for module in (export, runtime, evaluate):
-        source = inspect.getsource(module)
-        assert '"calibrate", "proxy"' not in source and "scale_encoding =" not in source, module.__name__
+    ckpt = write_tiny(tmp_path / "san.ckpt", "san")
+    config = SubnetConfig(13)
+    x = torch.randn(3, 3, 13, 13, generator=torch.Generator().manual_seed(1))
+    val = validation_batches([13])
+    _, net = rebuilt(ckpt)
+    with torch.no_grad():
+        as_defined = net.materialize(SubnetConfig(12))(x)  # proxy: the 12-px network on 13-px images
+    defined_accuracy = top1_top5(*plain_logits(net.materialize(SubnetConfig(12)), val, 13))
+    net.state.set_scale_encoding("exact")
+    with torch.no_grad(), net.switch(config, "interpolate"):
+        redefined = net(x)
+    redefined_accuracy = top1_top5(*logits_by_hand(net, val, config, bn_mode="interpolate"))
+    assert not torch.allclose(as_defined, redefined, atol=1e-3) and defined_accuracy != redefined_accuracy
+
+    monkeypatch.setitem(INFERENCE_MODES, "proxy", InferenceMode("proxy", "interpolate", "exact", False))
+    clf = SwitchableClassifier.from_checkpoint(ckpt, device="cpu", bn_mode="proxy")
+    clf.switch(13)
+    with torch.no_grad():
+        torch.testing.assert_close(clf(x), redefined, rtol=1e-5, atol=1e-5)
+
+    out = tmp_path / "proxy13.pt"
+    export.main([f"ckpt={ckpt}", "resolution=13", "format=torchscript", "bn_mode=proxy", f"out={out}"])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+        torch.testing.assert_close(torch.jit.load(str(out))(x), redefined, rtol=1e-5, atol=1e-5)
+
+    (row,) = evaluate(eval_cfg(f"ckpt={ckpt}", "test_resolutions=[13]", "bn_mode=proxy", f"run_dir={tmp_path / 'e'}"))
+    assert (row["top1"], row["top5"]) == pytest.approx(redefined_accuracy, abs=1e-4)

@@ -11,6 +11,7 @@ generated kernels become resolution-specific), the checkpoint rebuilt from the f
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -27,8 +28,7 @@ from resnet_switch.errors import ConfigError
 from resnet_switch.layers.scale_conv import ScaleConv2d
 from resnet_switch.layers.source_bn import SourcePrivateBatchNorm2d
 from resnet_switch.methods import build_method
-from resnet_switch.methods.build import build_net_for_method
-from resnet_switch.models import build_switchable, load_plain_weights, surgery, switchify
+from resnet_switch.models import create_model, load_plain_weights, surgery, switchify
 from resnet_switch.models.surgery import source_model
 from resnet_switch.switch import SubnetConfig
 from resnet_switch.train import train
@@ -96,7 +96,7 @@ def weights_file(tmp_path_factory):
 
 
 def converted(source: str, arch: str, layers: str, weights_path) -> nn.Module:
-    net = build_switchable(source, RESOLUTIONS, layers=layers, num_classes=NUM_CLASSES, arch=arch)
+    net = create_model(source, RESOLUTIONS, layers=layers, num_classes=NUM_CLASSES, arch=arch)
     load_plain_weights(net, torch.load(weights_path, weights_only=True))  # what model.pretrained=FILE does
     return net.eval()
 
@@ -149,7 +149,7 @@ def test_one_rsnet_and_one_san_step(source, arch, weights_file):
     state_dict = torch.load(weights_file(source, arch), weights_only=True)
     for name in ("rsnet", "san"):
         method = build_method(name, RESOLUTIONS)
-        net = build_net_for_method(method, source, NUM_CLASSES, arch=arch)
+        net = create_model(source, method=method, num_classes=NUM_CLASSES, arch=arch)
         load_plain_weights(net, state_dict)
         net.train()
         optimizer = torch.optim.SGD([*net.parameters(), *method.parameters()], lr=0.01)
@@ -193,8 +193,8 @@ def test_checkpoint_rebuilds_from_the_file_alone_and_exports(source, arch, weigh
 def test_small_input_stem_keeps_keys_and_cuts_the_stride():
     """``small_input``: same state-dict keys as the library's model; the feature map before the
     classifier is 4x larger per side for a ResNet at 32 px (stride 8 instead of 32)."""
-    net = build_switchable("torchvision", [32], layers="private_bn", num_classes=NUM_CLASSES, arch="resnet18",
-                           small_input=True).eval()
+    net = create_model("torchvision", [32], layers="private_bn", num_classes=NUM_CLASSES, arch="resnet18",
+                       small_input=True).eval()
     plain = net.materialize()
     torchvision.models.resnet18(num_classes=NUM_CLASSES).load_state_dict(plain.state_dict(), strict=True)
     assert isinstance(plain.maxpool, nn.Identity) and plain.conv1.stride == (1, 1)
@@ -208,11 +208,11 @@ def test_bn_momentum_sets_every_private_set_and_rebuilds_from_the_spec():
     def momenta(module):
         return {m.momentum for m in module.modules() if isinstance(m, nn.BatchNorm2d)}
 
-    library = build_switchable("torchvision", [32, 16], layers="private_bn", num_classes=NUM_CLASSES,
-                               arch="mobilenet_v3_small")
+    library = create_model("torchvision", [32, 16], layers="private_bn", num_classes=NUM_CLASSES,
+                           arch="mobilenet_v3_small")
     assert momenta(library) == {0.01}
-    net = build_switchable("torchvision", [32, 16], layers="private_bn", num_classes=NUM_CLASSES,
-                           arch="mobilenet_v3_small", bn_momentum=0.1)
+    net = create_model("torchvision", [32, 16], layers="private_bn", num_classes=NUM_CLASSES,
+                       arch="mobilenet_v3_small", bn_momentum=0.1)
     assert momenta(net) == {0.1} and net.spec["bn_momentum"] == 0.1
     assert momenta(surgery.source_model(net.spec)) == {0.1}
     with pytest.raises(ConfigError, match="^model.bn_momentum: must be in"):
@@ -273,6 +273,131 @@ def test_train_debug_fast_command(method, tmp_path):
 
 
 def test_source_model_of_the_spec_is_the_library_architecture():
-    net = build_switchable("torchvision", RESOLUTIONS, layers="private_bn", num_classes=NUM_CLASSES,
-                           arch="mobilenet_v3_large")
+    net = create_model("torchvision", RESOLUTIONS, layers="private_bn", num_classes=NUM_CLASSES,
+                       arch="mobilenet_v3_large")
     assert type(source_model(net.spec)) is torchvision.models.MobileNetV3
+
+
+# ---- image channels, the small-input stem, refusals --------------------------------------------
+@pytest.mark.parametrize("source", [pytest.param("torchvision"), pytest.param("timm", marks=[NO_TIMM])])
+@torch.no_grad()
+def test_grey_images_build_a_one_channel_stem_equal_to_the_library(source):
+    """``in_channels=1``: the first conv takes one channel, the network runs on ``(B, 1, R, R)`` and,
+    materialised, loads strictly into the library's one-channel model with equal outputs
+    (torchvision: its resnet18 with a 1-channel conv1; timm: ``in_chans=1``)."""
+    torch.manual_seed(0)
+    net = create_model(source, [16, 12], layers="private_bn", num_classes=3, arch="resnet18", in_channels=1,
+                       small_input=False).eval()
+    assert net.net.conv1.in_channels == 1
+    x = torch.randn(2, 1, 12, 12)
+    with net.switch(SubnetConfig(12)):
+        got = net(x)
+    if source == "torchvision":
+        library = torchvision.models.resnet18(num_classes=3)
+        library.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    else:
+        import timm
+
+        library = timm.create_model("resnet18", pretrained=False, num_classes=3, in_chans=1)
+    library.load_state_dict(net.materialize(SubnetConfig(12)).state_dict(), strict=True)
+    assert got.shape == (2, 3)
+    assert_close(got, library.eval()(x))
+
+
+def last_map_side(model: nn.Module, resolution: int) -> int:
+    """The side of the network's last feature map (the output of its last BatchNorm: the layer before
+    global pooling in every family here) on a ``resolution``-px image."""
+    sides = []
+    hooks = [m.register_forward_hook(lambda module, inputs, out: sides.append(out.shape[-1]))
+             for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, resolution, resolution))
+    for hook in hooks:
+        hook.remove()
+    return sides[-1]
+
+
+# the library model's output stride is 32; with small_input (docs/switchify.md) the stem's stride-2
+# conv (and a stem max-pool) is gone: ResNets and ShuffleNetV2 32 / 2 / 2 = 8, the stem-conv-only
+# families (MobileNetV3, EfficientNet, RegNet) 32 / 2 = 16
+SMALL_INPUT_STRIDE = {"resnet34": 8, "shufflenet_v2_x1_0": 8, "resnet50d": 8, "mobilenet_v3_large": 16,
+                      "efficientnet_b0": 16, "regnet_y_400mf": 16, "mobilenetv3_large_100": 16, "regnety_008": 16}
+
+
+@pytest.mark.parametrize("source,arch", CASES)
+def test_small_input_stem_strides_by_hand(source, arch):
+    """At 64 px the library model's last map is 64 / 32 = 2; with the small-input stem it is
+    64 / (its output stride); the first conv alone changes stride, every other conv keeps the
+    library's, and the state-dict keys and shapes are the library's."""
+    library = library_model(source, arch)
+    net = create_model(source, [64], layers="plain", num_classes=NUM_CLASSES, arch=arch, small_input=True).net
+    assert last_map_side(library, 64) == 64 // 32
+    assert last_map_side(net, 64) == 64 // SMALL_INPUT_STRIDE[arch]
+    strides = [m.stride for m in library.modules() if isinstance(m, nn.Conv2d)]
+    small_strides = [m.stride for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert small_strides == [(1, 1), *strides[1:]] and strides[0] == (2, 2)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in library.state_dict().items()}
+
+
+def refusals():
+    """Every refusal of the surgery: ``(call, the field its one line starts with)``."""
+    def conv_net(*layers):
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), *layers)
+
+    return [
+        (lambda: create_model("torchvision", [32], num_classes=3), "model.arch: required"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet19"),
+         "model.arch: unknown torchvision model 'resnet19'; did you mean 'resnet18'"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet18", kwargs=[1]),
+         "model.kwargs: expected a mapping"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet18", kwargs={"weights": "DEFAULT"}),
+         "model.kwargs.weights: not allowed"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet18", kwargs={"num_classes": 5}),
+         "model.kwargs.num_classes: not allowed"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet18", kwargs={"colour": 1}),
+         "model.kwargs: torchvision resnet18 does not take ['colour']"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet18", bn_momentum=0.0),
+         "model.bn_momentum: must be in"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="resnet18", quant={"weight_bits": 2}),
+         "quant: converted models"),
+        (lambda: create_model("torchvision", [32], layers="slimmable", widths=[1.0, 0.5], num_classes=3,
+                              arch="resnet18"), "method: slimmable layers slice channels"),
+        (lambda: create_model("torchvision", [32], layers="san", num_classes=3, arch="resnet18", layer_kwargs={"meta": "cubic"}),
+         "method.meta: unknown meta-learner 'cubic'"),
+        (lambda: create_model("torchvision", [32], num_classes=3, arch="vit_b_16"),
+         "model.arch: torchvision vit_b_16 has no BatchNorm2d layer"),
+        (lambda: surgery.list_archs("keras"), "model.name: unknown model source 'keras'"),
+        (lambda: surgery.small_input_stem(nn.Sequential(nn.Linear(3, 3))), "model.small_input: the network has no Conv2d"),
+        (lambda: switchify(conv_net(), [32]), "model: Sequential has no BatchNorm2d layer"),
+        (lambda: switchify(conv_net(nn.BatchNorm2d(4, affine=False)), [32]),
+         "model: layer '1' is a BatchNorm2d (without affine parameters or running statistics)"),
+        (lambda: switchify(conv_net(nn.BatchNorm2d(4, track_running_stats=False)), [32]),
+         "model: layer '1' is a BatchNorm2d (without affine parameters or running statistics)"),
+        (lambda: switchify(conv_net(OwnForwardBN(4)), [32]), "model: layer '1' is a OwnForwardBN (a BatchNorm2d with its own forward)"),
+        (lambda: switchify(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(4)), [32],
+                           kind="scale_conv"), "method: layer '0' is a Conv2d (own forward, non-zero padding mode"),
+        (lambda: switchify(conv_net(nn.BatchNorm2d(4)), [32], kind="slim"), "kind: unknown 'slim'"),
+        (lambda: load_plain_weights(create_model("torchvision", [32], num_classes=3, arch="resnet18"),
+                                    torchvision.models.resnet34(num_classes=3).state_dict()),
+         "model.pretrained: weights do not fit torchvision resnet18"),
+    ]
+
+
+class OwnForwardBN(nn.BatchNorm2d):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+@pytest.mark.parametrize("index", range(len(refusals())))
+def test_every_surgery_refusal_is_a_config_error_naming_the_field(index):
+    call, starts = refusals()[index]
+    with pytest.raises(ConfigError) as refused:
+        call()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(starts), message
+
+
+def test_without_timm_the_timm_backbone_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # ``import timm`` raises ImportError
+    with pytest.raises(ConfigError, match=r"^model=timm: timm is not installed; pip install -e '\.\[timm\]'$"):
+        create_model("timm", [32], num_classes=3, arch="resnet18")

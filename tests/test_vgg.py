@@ -7,7 +7,7 @@ from torch import nn
 
 from resnet_switch.evaluation.costs import count_costs
 from resnet_switch.layers.slimmable import slim_channels
-from resnet_switch.models import build_switchable, list_backbones, load_plain_weights, torchvision_name
+from resnet_switch.models import create_model, list_backbones, load_plain_weights, torchvision_name
 from resnet_switch.switch import SubnetConfig
 
 
@@ -26,7 +26,7 @@ def test_plain_vgg16_equals_torchvision_vgg16_bn():
     ref = torchvision.models.vgg16_bn(weights=None, num_classes=10)
     randomise_bn(ref)
     ref.eval()
-    net = build_switchable("vgg16", [32], layers="plain", num_classes=10)
+    net = create_model("vgg16", [32], layers="plain", num_classes=10)
     assert [(k, v.shape) for k, v in net.net.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
     net.net.load_state_dict(ref.state_dict(), assign=True)  # share the tensors: no second 0.5 GB copy
     net.eval()
@@ -39,10 +39,10 @@ def test_plain_vgg16_equals_torchvision_vgg16_bn():
 def test_vgg16_warm_start_fills_every_private_bn_set():
     """The small-classifier variant (hidden=64) through model.pretrained's path: every private set
     and an interpolated resolution give the plain model's outputs."""
-    plain = build_switchable("vgg16", [40], layers="plain", num_classes=5, hidden=64).net
+    plain = create_model("vgg16", [40], layers="plain", num_classes=5, hidden=64).net
     randomise_bn(plain)
     plain.eval()
-    net = build_switchable("vgg16", [40, 32], layers="private_bn", num_classes=5, hidden=64)
+    net = create_model("vgg16", [40, 32], layers="private_bn", num_classes=5, hidden=64)
     load_plain_weights(net, plain.state_dict())
     net.eval()
     with torch.no_grad():
@@ -54,8 +54,8 @@ def test_vgg16_warm_start_fills_every_private_bn_set():
 
 @pytest.mark.parametrize("width", [1.0, 0.6, 0.25])
 def test_slimmable_vgg16_materializes_each_width(width):
-    net = build_switchable("vgg16", [40, 32], layers="slimmable", widths=[1.0, 0.25], num_classes=7,
-                           in_channels=1, hidden=64)
+    net = create_model("vgg16", [40, 32], layers="slimmable", widths=[1.0, 0.25], num_classes=7,
+                       in_channels=1, hidden=64)
     randomise_bn(net)
     net.eval()
     config = SubnetConfig(32, width)
@@ -77,7 +77,7 @@ def test_vgg16_costs_match_torchvision_published_figures():
     138,365,992 parameters), counted on the meta device (no memory, no arithmetic)."""
     published = torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1.meta
     with torch.device("meta"):
-        net = build_switchable("vgg16", [224], layers="slimmable", widths=[1.0, 0.5])
+        net = create_model("vgg16", [224], layers="slimmable", widths=[1.0, 0.5])
     madds, params = count_costs(net, SubnetConfig(224))
     assert params == published["num_params"]
     assert round(madds / 1e9, 2) == published["_ops"]
@@ -86,7 +86,7 @@ def test_vgg16_costs_match_torchvision_published_figures():
 
 
 def test_vgg16_feature_stages_for_detection():
-    net = build_switchable("vgg16", [32], layers="plain", num_classes=3, hidden=16).eval()
+    net = create_model("vgg16", [32], layers="plain", num_classes=3, hidden=16).eval()
     vgg = net.net
     assert vgg.stage_ends == (6, 13, 23, 33, 43)
     assert all(isinstance(vgg.features[i], nn.MaxPool2d) for i in vgg.stage_ends)

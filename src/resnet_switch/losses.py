@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import ConfigError
+
 
 def kl_to_teacher(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """``KL(p_teacher.detach() || p_student)`` averaged over the batch."""
@@ -46,7 +48,7 @@ def mred_loss(logits: Sequence[Tensor], targets: Tensor, alpha: Tensor,
     with every teacher detached; ``none`` = 0. ``loss`` is their sum.
     """
     if distill not in ("full", "vanilla", "none"):
-        raise ValueError(f"method.distill: unknown {distill!r}; choose full, vanilla or none")
+        raise ConfigError(f"method.distill: unknown {distill!r}; choose full, vanilla or none")
     cls = sum(F.cross_entropy(z, targets) for z in logits)
     z0 = ensemble_logits(logits, alpha)
     ens = F.cross_entropy(z0, targets)
@@ -61,18 +63,3 @@ def mred_loss(logits: Sequence[Tensor], targets: Tensor, alpha: Tensor,
             kl_to_teacher(chain[s], chain[t]) for t in range(n) for s in range(t + 1, n + 1)
         )
     return {"loss": cls + ens + dis, "cls": cls, "ens": ens, "dis": dis}
-
-
-def scale_distillation_loss(logits_high_to_low: Sequence[Tensor], targets: Tensor) -> dict[str, Tensor]:
-    """SAN eq. 3-4 with ``alpha = beta = 1``, logits ordered from the highest resolution down.
-
-    ``ce = sum_i CE(z_i, y)``; ``sd = sum_i sum_{j < i} KL(p_j.detach() || p_i)`` (every higher
-    resolution teaches every lower one, teachers detached); ``loss = ce + sd``.
-    """
-    ce = sum(F.cross_entropy(z, targets) for z in logits_high_to_low)
-    sd = sum(
-        (kl_to_teacher(logits_high_to_low[i], logits_high_to_low[j])
-         for i in range(len(logits_high_to_low)) for j in range(i)),
-        torch.zeros((), device=targets.device),
-    )
-    return {"loss": ce + sd, "ce": ce, "sd": sd}

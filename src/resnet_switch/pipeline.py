@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ProgressBar
@@ -35,6 +34,7 @@ from .training.quiet import quiet_third_party
 from .training.speed import check_memory_format
 from .training.sweeps import cluster_plugins
 from .training.tasks import TASKS, Task
+from .user_files import load_tensor_dict
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,7 @@ def load_pretrained(cfg: DictConfig) -> dict | None:
     """The plain (torchvision-style) state dict of ``model.pretrained``, or ``None``."""
     if not cfg.model.get("pretrained"):
         return None
-    path = Path(cfg.model.pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained: no file {path}; give a torchvision-style state_dict path")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_tensor_dict(cfg.model.pretrained, "model.pretrained")
 
 
 def pair_files() -> list[str]:

@@ -25,9 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from .cli.options import check_choice, parse_options, run_tool
+from .errors import ConfigError
 from .evaluation.reporting import markdown_table, write_csv
 from .evaluation.runs import read_results, wall_times
 from .evaluation.seed_stats import (
@@ -39,6 +38,7 @@ from .evaluation.seed_stats import (
     paired_differences,
     summarise,
 )
+from .user_files import load_yaml
 
 DEFAULTS: dict[str, Any] = {"metric": "top1", "table": "long", "pair": [], "labels": [], "plot_labels": [], "interval": "t", "claims": "",
                             "out": "", "csv": "", "plot": "", "title": ""}
@@ -78,18 +78,16 @@ def parse_pairs(value: Any) -> list[tuple[str, str]]:
     pairs = value if isinstance(value[0], list) else [value]
     for p in pairs:
         if not isinstance(p, list) or len(p) != 2:
-            raise ValueError(f"pair: expected pair=[A,B] or pair=[[A,B],[A,C]], got {value!r}")
+            raise ConfigError(f"pair: expected pair=[A,B] or pair=[[A,B],[A,C]], got {value!r}")
     return [(str(a), str(b)) for a, b in pairs]
 
 
 def load_claims(path: str) -> list[dict[str, Any]]:
     file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"claims: no file {file}; give a YAML list of {{claim, better, worse, at}}")
-    claims = OmegaConf.to_container(OmegaConf.load(file))
+    claims = load_yaml(file, "claims", "give a YAML list of {claim, better, worse, at}")
     if not isinstance(claims, list) or not all(isinstance(c, dict) and {"claim", "better", "worse"} <= set(c)
                                                for c in claims):
-        raise ValueError(f"claims: {file} must be a YAML list of {{claim, better, worse, at (optional)}}")
+        raise ConfigError(f"claims: {file} must be a YAML list of {{claim, better, worse, at (optional)}}")
     return claims
 
 
@@ -162,7 +160,7 @@ def keep_labels(results: Sequence[Result], labels: Sequence[str]) -> list[Result
     have = {r.label for r in results}
     missing = sorted(wanted - have)
     if missing:
-        raise ValueError(f"labels: no results labelled {missing[0]!r}; give labels the runs have, "
+        raise ConfigError(f"labels: no results labelled {missing[0]!r}; give labels the runs have, "
                          f"e.g. labels=[{','.join(sorted(have)[:2])}]")
     return [r for r in results if r.label in wanted]
 
@@ -173,7 +171,7 @@ def build_report(paths: Sequence[str], opts: dict[str, Any]) -> tuple[str, list[
     pairs = parse_pairs(opts["pair"])
     claims = load_claims(opts["claims"]) if opts["claims"] else []
     if not paths:
-        raise ValueError("report: give run directories or results CSV files, e.g. "
+        raise ConfigError("report: give run directories or results CSV files, e.g. "
                          "python -m resnet_switch.report outputs/train/*")
     results = keep_labels(read_results(paths, opts["metric"]), opts.get("labels") or [])
     summaries = summarise(results)
@@ -203,7 +201,7 @@ def main(argv: list[str]) -> None:
         wanted = set(opts["plot_labels"] or [])
         have = {s.label for s in summaries}
         if wanted - have:
-            raise ValueError(f"plot_labels: no results labelled {sorted(wanted - have)[0]!r}; "
+            raise ConfigError(f"plot_labels: no results labelled {sorted(wanted - have)[0]!r}; "
                              f"give labels the runs have, e.g. plot_labels=[{','.join(sorted(have)[:2])}]")
         summaries = [s for s in summaries if not wanted or s.label in wanted]
         print(f"plot: {plot_summaries(summaries, Path(opts['plot']), opts['title'], opts['metric'])}")

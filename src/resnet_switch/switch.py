@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .errors import ConfigError
+
 STATE_BN_MODES = ("nearest", "interpolate", "calibrated")  # values of SwitchState.bn_mode
 SCALE_ENCODINGS = ("exact", "nearest")  # values of SwitchState.scale_encoding (SAN sec. 3.3)
 
@@ -50,10 +52,10 @@ BN_MODES = tuple(INFERENCE_MODES)  # the user-facing names, in the order they ar
 
 
 def inference_mode(name: str, field: str = "bn_mode") -> InferenceMode:
-    """The :class:`InferenceMode` called ``name``; a one-line ``ValueError`` naming ``field`` otherwise."""
+    """The :class:`InferenceMode` called ``name``; a one-line ``ConfigError`` naming ``field`` otherwise."""
     mode = INFERENCE_MODES.get(name) if isinstance(name, str) else None
     if mode is None:
-        raise ValueError(f"{field}: unknown {name!r}; choose one of {list(BN_MODES)}")
+        raise ConfigError(f"{field}: unknown {name!r}; choose one of {list(BN_MODES)}")
     return mode
 
 
@@ -66,9 +68,9 @@ class SubnetConfig:
 
     def __post_init__(self) -> None:
         if int(self.resolution) != self.resolution or self.resolution <= 0:
-            raise ValueError(f"resolution: must be a positive integer, got {self.resolution!r}")
+            raise ConfigError(f"resolution: must be a positive integer, got {self.resolution!r}")
         if not 0.0 < float(self.width) <= 1.0:
-            raise ValueError(f"width: must be in (0, 1], got {self.width!r}")
+            raise ConfigError(f"width: must be in (0, 1], got {self.width!r}")
         object.__setattr__(self, "resolution", int(self.resolution))
         object.__setattr__(self, "width", round(float(self.width), 6))
 
@@ -101,15 +103,15 @@ def check_resolutions(resolutions: Sequence[int], field: str = "resolutions") ->
     """Validate a resolution list: positive integers, unique, sorted from highest to lowest."""
     res = tuple(resolutions)
     if not res:
-        raise ValueError(f"{field}: empty; give at least one resolution, e.g. [224,192,160,128,96]")
+        raise ConfigError(f"{field}: empty; give at least one resolution, e.g. [224,192,160,128,96]")
     for r in res:
         if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-            raise ValueError(f"{field}: {r!r} is not a positive integer; use pixel sizes like 224")
+            raise ConfigError(f"{field}: {r!r} is not a positive integer; use pixel sizes like 224")
     if len(set(res)) != len(res):
-        raise ValueError(f"{field}: duplicate entries in {list(res)}; list each resolution once")
+        raise ConfigError(f"{field}: duplicate entries in {list(res)}; list each resolution once")
     if list(res) != sorted(res, reverse=True):
         fixed = sorted(res, reverse=True)
-        raise ValueError(
+        raise ConfigError(
             f"{field}: {list(res)} is not sorted from highest to lowest; use {fixed}"
         )
     return res
@@ -187,7 +189,7 @@ class SwitchState:
         """Make ``config`` the active configuration (optionally changing ``bn_mode``)."""
         if bn_mode is not None:
             if bn_mode not in STATE_BN_MODES:
-                raise ValueError(f"bn_mode: unknown {bn_mode!r}; choose one of {list(STATE_BN_MODES)}")
+                raise ConfigError(f"bn_mode: unknown {bn_mode!r}; choose one of {list(STATE_BN_MODES)}")
             self._bn_mode = bn_mode
         if config != self._config or bn_mode is not None:
             self._config = config
@@ -197,7 +199,7 @@ class SwitchState:
     def set_scale_encoding(self, scale_encoding: str) -> None:
         """Choose SAN's scale encoding for unseen resolutions (one of :data:`SCALE_ENCODINGS`)."""
         if scale_encoding not in SCALE_ENCODINGS:
-            raise ValueError(f"scale_encoding: unknown {scale_encoding!r}; choose one of {list(SCALE_ENCODINGS)}")
+            raise ConfigError(f"scale_encoding: unknown {scale_encoding!r}; choose one of {list(SCALE_ENCODINGS)}")
         if scale_encoding != self._scale_encoding:
             self._scale_encoding = scale_encoding
             self._version += 1

@@ -45,6 +45,7 @@ from collections.abc import Callable
 import torch
 
 from ..cli.options import QUANT_RENAMED, check_choice, parse_options
+from ..errors import ConfigError
 from . import adaptive as bench_adaptive
 from . import data as bench_data
 from . import infer as bench_infer
@@ -64,7 +65,7 @@ OWN_OPTIONS = {"infer": bench_infer, "data": bench_data, "loader": bench_loader,
 
 def main(argv: list[str]) -> None:
     if not argv or "=" in argv[0]:
-        raise ValueError(f"task: missing; usage: python -m resnet_switch.bench TASK [key=value ...], "
+        raise ConfigError(f"task: missing; usage: python -m resnet_switch.bench TASK [key=value ...], "
                          f"TASK one of {sorted(TASKS)}")
     task = check_choice("task", argv[0], list(TASKS))
     if task in OWN_OPTIONS:
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> None:
     try:
         method_kwargs = check_options(opts, extra)
     except RuntimeError as err:  # torch.device("nonsense")
-        raise ValueError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
+        raise ConfigError(f"device: {str(err).splitlines()[0]}; use device=cpu or device=cuda") from None
     torch.set_num_threads(opts["threads"])  # contenders run in child processes with their own settings
     result = {"task": task, "method": opts["method"], "model": opts["model"], "batch_size": opts["batch_size"],
               "resolutions": opts["resolutions"], "threads": opts["threads"], "device": opts["device"],

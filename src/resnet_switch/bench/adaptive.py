@@ -29,6 +29,7 @@ import torch
 from hydra.utils import instantiate
 
 from ..deploy.runtime import SwitchableClassifier
+from ..errors import ConfigError
 from ..evaluation.adaptive import AdaptivePolicy, paid_madds, policy_path
 from ..evaluation.query_table import parse_count
 from ..evaluation.reporting import human_count
@@ -50,20 +51,20 @@ DEFAULTS: dict[str, Any] = {
 
 def check_options(opts: dict[str, Any]) -> None:
     if not opts["ckpt"]:
-        raise ValueError("ckpt: missing; python -m resnet_switch.bench adaptive ckpt=PATH (after evaluate ckpt=PATH "
+        raise ConfigError("ckpt: missing; python -m resnet_switch.bench adaptive ckpt=PATH (after evaluate ckpt=PATH "
                          "adaptive=true)")
     if not Path(opts["ckpt"]).is_file():
-        raise ValueError(f"ckpt: no file at {opts['ckpt']}")
+        raise ConfigError(f"ckpt: no file at {opts['ckpt']}")
     if opts["budget"]:
         parse_count(opts["budget"], "budget")
     if not opts["batch_sizes"] or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
                                       for b in opts["batch_sizes"]):
-        raise ValueError(f"batch_sizes: need a list of integers >= 1, got {opts['batch_sizes']!r}")
+        raise ConfigError(f"batch_sizes: need a list of integers >= 1, got {opts['batch_sizes']!r}")
     for key in ("images", "rounds", "threads"):
         if opts[key] < 1:
-            raise ValueError(f"{key}: must be >= 1, got {opts[key]}")
+            raise ConfigError(f"{key}: must be >= 1, got {opts[key]}")
     if opts["device"] not in ("cpu", "cuda") or (opts["device"] == "cuda" and not torch.cuda.is_available()):
-        raise ValueError(f"device: {opts['device']!r} is not available; use device=cpu"
+        raise ConfigError(f"device: {opts['device']!r} is not available; use device=cpu"
                          + (" or device=cuda" if torch.cuda.is_available() else ""))
 
 

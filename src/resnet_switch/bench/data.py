@@ -45,6 +45,7 @@ from torchvision.transforms import functional as F1
 
 from ..data.datamodule import MultiResDataModule
 from ..data.decode import MIN_DRAFT_SCALE, draft_scale
+from ..errors import ConfigError
 from ..switch import check_resolutions
 
 DEFAULTS: dict[str, Any] = {
@@ -64,14 +65,14 @@ def check_options(opts: dict[str, Any]) -> None:
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
     size = opts["image_size"]
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 16 for v in size):
-        raise ValueError(f"image_size: need [width, height] in pixels (each >= 16), got {size!r}")
+        raise ConfigError(f"image_size: need [width, height] in pixels (each >= 16), got {size!r}")
     if not 1 <= opts["quality"] <= 100:
-        raise ValueError(f"quality: must be in [1, 100], got {opts['quality']}")
+        raise ConfigError(f"quality: must be in [1, 100], got {opts['quality']}")
     if opts["texture"] < 0:
-        raise ValueError(f"texture: must be >= 0, got {opts['texture']}")
+        raise ConfigError(f"texture: must be >= 0, got {opts['texture']}")
     for key, low in (("images", 1), ("rounds", 1), ("warmup", 0), ("batch_size", 1), ("threads", 1)):
         if opts[key] < low:
-            raise ValueError(f"{key}: must be >= {low}, got {opts[key]}")
+            raise ConfigError(f"{key}: must be >= {low}, got {opts[key]}")
 
 
 # ------------------------------------------------------------------------------------ test images
@@ -165,8 +166,10 @@ def data_task(opts: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         root = Path(folder)
         paths = write_jpeg_tree(root, opts)
         jpeg_kb = statistics.mean(p.stat().st_size for p in paths) / 1024
+        # the loader only hands over its dataset here (its batch never exceeds the images it has)
         dm = MultiResDataModule(name="imagefolder", root=str(root), train_resolutions=resolutions,
-                                batch_size=opts["batch_size"], num_workers=0, pin_memory=False, seed=0)
+                                batch_size=min(opts["batch_size"], len(paths)), num_workers=0, pin_memory=False,
+                                seed=0)
         dm.setup("fit")
         dataset = dm.train_dataloader().dataset  # TransformedDataset: what a worker runs per item
         single = single_transform(resolutions[0], dm.mean, dm.std)

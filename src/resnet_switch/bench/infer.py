@@ -35,11 +35,11 @@ import torchvision
 
 from ..cli.options import check_choice
 from ..deploy.runtime import SwitchableClassifier
+from ..errors import ConfigError
 from ..evaluation.costs import count_costs
 from ..layers.calibration import calibrate_bn
-from ..methods import METHODS
-from ..methods.build import build_method_and_net
-from ..models import build_switchable, list_backbones, torchvision_name
+from ..methods import METHODS, build_method
+from ..models import create_model, list_backbones, torchvision_name
 from ..switch import SubnetConfig, check_resolutions
 from ..training.checkpointing import make_checkpoint
 
@@ -68,7 +68,7 @@ def check_options(opts: dict[str, Any]) -> None:
     for key, low in (("batch_size", 1), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0),
                      ("switches", 1)):
         if opts[key] < low:
-            raise ValueError(f"{key}: must be >= {low}, got {opts[key]}")
+            raise ConfigError(f"{key}: must be >= {low}, got {opts[key]}")
     check_choice("device", opts["device"], ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
 
@@ -108,7 +108,7 @@ def latency_rows(name: str, opts: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per resolution: materialised plain model vs torchvision with the same weights."""
     device = torch.device(opts["device"])
     torch.manual_seed(0)
-    net = build_switchable(name, opts["resolutions"], layers="private_bn", num_classes=opts["num_classes"])
+    net = create_model(name, opts["resolutions"], layers="private_bn", num_classes=opts["num_classes"])
     reference = getattr(torchvision.models, torchvision_name(name))(num_classes=opts["num_classes"])
     rows = []
     for r in opts["resolutions"]:
@@ -136,7 +136,8 @@ def loaded_classifier(method_name: str, opts: dict[str, Any], folder: Path) -> t
     and the method's evaluation configurations (slimmable methods: BN statistics calibrated on 2
     random images each and stored in the checkpoint, as training does on real images)."""
     torch.manual_seed(0)
-    method, net = build_method_and_net(method_name, opts["resolutions"], opts["switch_model"], opts["num_classes"])
+    method = build_method(method_name, opts["resolutions"])
+    net = create_model(opts["switch_model"], method=method, num_classes=opts["num_classes"])
     net.eval()
     configs = method.eval_configs()
     if method.needs_calibration:

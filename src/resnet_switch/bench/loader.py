@@ -27,6 +27,7 @@ import torch
 from ..cli.options import check_choice
 from ..data.datamodule import DECODE_PLACES, MultiResDataModule
 from ..data.device_decode import device_decode_available
+from ..errors import ConfigError
 from ..evaluation.accuracy import to_device
 from ..switch import check_resolutions
 from .data import natural_image
@@ -52,24 +53,24 @@ def check_options(opts: dict[str, Any]) -> None:
     opts["resolutions"] = list(check_resolutions(opts["resolutions"], "resolutions"))
     size = opts["image_size"]
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 16 for v in size):
-        raise ValueError(f"image_size: need [width, height] in pixels (each >= 16), got {size!r}")
+        raise ConfigError(f"image_size: need [width, height] in pixels (each >= 16), got {size!r}")
     for key, low in (("images", 1), ("distinct", 1), ("batch_size", 1), ("workers", 0), ("epochs", 1), ("warmup", 0),
                      ("threads", 1), ("quality", 1)):
         if opts[key] < low:
-            raise ValueError(f"{key}: must be >= {low}, got {opts[key]}")
+            raise ConfigError(f"{key}: must be >= {low}, got {opts[key]}")
     if not opts["decodes"]:
-        raise ValueError("decodes: give at least one of ['device', 'worker']")
+        raise ConfigError("decodes: give at least one of ['device', 'worker']")
     for decode in opts["decodes"]:
         check_choice("decodes", decode, DECODE_PLACES)
     if opts["images"] // opts["batch_size"] * opts["epochs"] <= opts["warmup"]:
-        raise ValueError(f"images: {opts['images']} images make {opts['images'] // opts['batch_size']} batches of "
+        raise ConfigError(f"images: {opts['images']} images make {opts['images'] // opts['batch_size']} batches of "
                          f"{opts['batch_size']} per epoch, not more than warmup={opts['warmup']} over "
                          f"{opts['epochs']} epochs; raise images or epochs")
     if opts["device"] == "auto":
         opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     check_choice("device", opts["device"], ["cpu", "cuda"])
     if opts["device"] == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda is not available on this machine; use device=cpu")
+        raise ConfigError("device: cuda is not available on this machine; use device=cpu")
 
 
 def write_image_tree(root: Path, opts: dict[str, Any]) -> None:

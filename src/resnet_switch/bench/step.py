@@ -24,10 +24,10 @@ from torch import nn
 
 from ..cli.options import check_choice, renamed_option, spell_value, unknown_option
 from ..data.multires import MultiResBatch
+from ..errors import ConfigError
 from ..layers.quant import QUANTIZERS, quant_spec_from_config
 from ..methods import METHODS, build_method
-from ..methods.build import build_method_and_net, check_quant_method
-from ..models import BACKBONES, build_switchable, torchvision_name
+from ..models import BACKBONES, create_model, torchvision_name
 from ..switch import check_resolutions
 from ..training.allocator import keep_freed_memory
 from ..training.speed import MEMORY_FORMATS, use_channels_last
@@ -140,8 +140,8 @@ def method_step(method_name: str, method_kwargs: dict, opts: dict, images, targe
     channels_last through :func:`~resnet_switch.training.speed.use_channels_last`; ``quant``: the
     net spec's quantization (LQ-Nets)."""
     torch.manual_seed(SEED)
-    method, net = build_method_and_net(method_name, opts["resolutions"], opts["model"], opts["num_classes"],
-                                       method_kwargs=method_kwargs, quant=quant)
+    method = build_method(method_name, opts["resolutions"], **method_kwargs)
+    net = create_model(opts["model"], method=method, num_classes=opts["num_classes"], quant=quant)
     method.to(device).train()
     net.to(device).train()
     if opts["memory_format"] == "channels_last":
@@ -159,7 +159,7 @@ def baseline_model(opts: dict) -> nn.Module:
     name = opts["model"]
     if torchvision_name(name) is not None:
         return getattr(torchvision.models, torchvision_name(name))(num_classes=opts["num_classes"])
-    return build_switchable(name, opts["resolutions"], layers="plain", num_classes=opts["num_classes"]).net
+    return create_model(name, opts["resolutions"], layers="plain", num_classes=opts["num_classes"]).net
 
 
 def baseline_step(opts: dict, images, targets, device) -> TrainStep:
@@ -413,7 +413,7 @@ def method_arguments(opts: dict, extra: dict) -> dict:
             raise renamed_option(key, METHOD_PREFIX + key, spell_value(value))
         if argument is None or (valid is not None and argument not in valid):
             takes = ", ".join(METHOD_PREFIX + v for v in valid) or "nothing"
-            raise ValueError(f"{unknown_option(key, list(DEFAULTS))}; method={opts['method']} also takes: {takes}")
+            raise ConfigError(f"{unknown_option(key, list(DEFAULTS))}; method={opts['method']} also takes: {takes}")
         kwargs[argument] = value
     return kwargs
 
@@ -431,14 +431,14 @@ def check_options(opts: dict, extra: dict) -> dict:
     for key, low in (("batch_size", 2), ("num_classes", 1), ("threads", 1), ("steps", 1), ("warmup", 0), ("rounds", 1)):
         if opts[key] < low:
             hint = " (BatchNorm needs more than one sample)" if key == "batch_size" else ""
-            raise ValueError(f"{key}: must be >= {low}{hint}, got {opts[key]}")
+            raise ConfigError(f"{key}: must be >= {low}{hint}, got {opts[key]}")
     method_kwargs = method_arguments(opts, extra)
     quant = quant_spec(opts)  # bits in range
     if quant is not None:  # methods whose layers cannot be quantized: refused before any child starts
-        check_quant_method(build_method(opts["method"], opts["resolutions"], **method_kwargs), quant)
+        build_method(opts["method"], opts["resolutions"], **method_kwargs).check_backbone(opts["model"], quant)
     if opts["device"] == "auto":
         opts["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(opts["device"])  # raises a one-line RuntimeError for nonsense; wrap below
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda is not available on this machine; use device=cpu")
+        raise ConfigError("device: cuda is not available on this machine; use device=cpu")
     return method_kwargs

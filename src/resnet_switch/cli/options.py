@@ -5,8 +5,8 @@ values (``resolutions=[224,192]``, ``widths=[1.0,0.75]``, ``format=csv``), merge
 and checks each value against its default's type. Keys are taken verbatim, so a tool spells a setting
 it shares with ``train`` the way ``train`` does (``quant=lq quant.weight_bits=2``, ``method.width_range=...``);
 ``renamed`` maps a retired spelling to train's, refused with a one-line hint. ``run_tool(main)`` turns
-our ``ValueError`` (one line naming the field and the fix) into ``error: <message>`` on stderr and exit
-code 2, no traceback.
+our ``ConfigError`` (one line naming the field and the fix) into ``error: <message>`` on stderr and exit
+code 2, no traceback (:func:`resnet_switch.errors.user_errors`: any other exception is a bug).
 """
 
 from __future__ import annotations
@@ -14,22 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from ..errors import user_errors
+from ..errors import ConfigError, user_errors
 
 
-def unknown_option(key: str, valid: Sequence[str]) -> ValueError:
-    return ValueError(f"{key}: unknown option; valid: {', '.join(valid)}")
+def unknown_option(key: str, valid: Sequence[str]) -> ConfigError:
+    return ConfigError(f"{key}: unknown option; valid: {', '.join(valid)}")
 
 
 # the quantizer settings, spelled as in train's ``quant`` group: retired spelling -> train's
 QUANT_RENAMED = {"weight_bits": "quant.weight_bits", "act_bits": "quant.act_bits"}
 
 
-def renamed_option(key: str, new_key: str, value: str) -> ValueError:
+def renamed_option(key: str, new_key: str, value: str) -> ConfigError:
     """``key`` is spelled ``new_key`` now, as ``train`` spells it."""
-    return ValueError(f"{key}: use {new_key}={value} (as in train)")
+    return ConfigError(f"{key}: use {new_key}={value} (as in train)")
 
 
 def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *, allow_extra: bool = False,
@@ -46,7 +48,7 @@ def parse_options(defaults: Mapping[str, Any], argv: Sequence[str], *, allow_ext
     for token in argv:
         key, sep, value = token.partition("=")
         if not sep or not key:
-            raise ValueError(f"{token}: expected key=value, e.g. resolutions=[224,192,160]")
+            raise ConfigError(f"{token}: expected key=value, e.g. resolutions=[224,192,160]")
         if renamed and key in renamed:
             raise renamed_option(key, renamed[key], value)
         given[key] = parse_value(key, value)
@@ -68,9 +70,9 @@ def parse_value(key: str, value: str) -> Any:
     """``value`` read with OmegaConf's command-line grammar (``[224,192]``, ``true``, ``null``, ``0.5``)."""
     try:
         return OmegaConf.to_container(OmegaConf.from_cli([f"value={value}"]), resolve=True)["value"]
-    except Exception as err:  # yaml / grammar errors: report the token, not a traceback
+    except (yaml.YAMLError, OmegaConfBaseException) as err:  # the user's token: its grammar, not a bug
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{key}: cannot parse {value!r} ({reason}); e.g. {key}=[224,192]") from None
+        raise ConfigError(f"{key}: cannot parse {value!r} ({reason}); e.g. {key}=[224,192]") from None
 
 
 def spell_value(value: Any) -> str:
@@ -92,30 +94,30 @@ def check_type(key: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if isinstance(default, (list, tuple)):
         if not isinstance(value, list):
-            raise ValueError(f"{key}: expected a list like {key}={list(default)}, got {value!r}")
+            raise ConfigError(f"{key}: expected a list like {key}={list(default)}, got {value!r}")
         return value
     if isinstance(default, str):
         if isinstance(value, (dict, list)):
-            raise ValueError(f"{key}: expected a single value, got {value!r}")
+            raise ConfigError(f"{key}: expected a single value, got {value!r}")
         return str(value)
     return value
 
 
 def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
-        raise ValueError(f"{key}: unknown {value!r}; choose one of {sorted(choices)}")
+        raise ConfigError(f"{key}: unknown {value!r}; choose one of {sorted(choices)}")
     return value
 
 

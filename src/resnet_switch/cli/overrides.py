@@ -9,6 +9,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
 
@@ -124,7 +126,7 @@ def check_overrides(overrides: Sequence[str], config_name: str, conf_dirs: Seque
     try:
         with initialize_config_dir(str(conf_dirs[0]), version_base="1.3"):
             compose(config_name, overrides=composed)
-    except Exception as err:  # Hydra raises several unrelated types for bad overrides
+    except (HydraException, OmegaConfBaseException) as err:  # composition: the command line's mistakes
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         message = " ".join(lines[:2]) if lines else type(err).__name__
         raise ConfigError(f"overrides: {message}") from None

@@ -25,10 +25,11 @@ from typing import Any
 import lightning
 import torch
 
+from ..cli.config_defaults import config_defaults
 from ..cli.options import check_choice
 from ..training.checkpointing import atomic_path, make_checkpoint
 from . import rsnets, san, slimmable
-from .common import ConvertError, apply_entries, commit_stats, config_defaults, describe, read_state_dict
+from .common import ConvertError, apply_entries, commit_stats, describe, read_state_dict
 
 FORMATS = ("rsnets", "san", "mutualnet", "usnet", "snet")
 MODELS = {"rsnets": rsnets.MODELS, "san": san.MODELS, **slimmable.MODELS}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ..cli.config_defaults import config_defaults
 from ..cli.options import parse_options, run_tool
 from . import DEFAULTS, convert
-from .common import config_defaults
 
 
 def hydra_value(value: Any) -> str:
@@ -15,6 +15,8 @@ def hydra_value(value: Any) -> str:
         return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "null" if value is None else str(value)
 
 

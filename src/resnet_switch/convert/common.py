@@ -10,7 +10,6 @@ mismatch or unexpected key is one line naming it and what was expected) before a
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..cli.config_defaults import config_defaults
+from ..errors import ConfigError
 from ..layers.calibration import CalibratedStatsMixin
 from ..layers.contracts import SwitchableLeaf
+from ..methods import build_method
+from ..models import ModelConfig, create_model
+from ..models.registry import has_small_input_stem
 from ..switch import SubnetConfig
+from ..user_files import read_torch_file
 
 WRAPPER_KEYS = ("state_dict", "model", "net", "model_state_dict")  # training checkpoints of the repositories
 PREFIXES = ("module.",)  # DataParallel / DistributedDataParallel
 
 
-class ConvertError(ValueError):
+class ConvertError(ConfigError):
     """A file that does not fit the requested format and architecture (one line)."""
 
 
@@ -39,15 +44,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     p = Path(path)
     if not p.is_file():
         raise ConvertError(f"src: no file at {p}; give the path of the published .pth/.pt/.tar file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConvertError(f"src: {p} holds objects torch.load(weights_only=True) refuses ({first[:100]}); "
-                           "re-save its state dict with torch.save(model.state_dict(), ...)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConvertError(f"src: {p} is truncated or not a PyTorch file ({first[:100]})") from None
+    obj = read_torch_file(p, "src", "re-save its state dict with torch.save(model.state_dict(), ...)",
+                          error=ConvertError)
     state = unwrap(obj, p)
     return strip_prefix(state)
 
@@ -176,11 +174,6 @@ def is_leaf_layer(module: nn.Module) -> bool:
     return isinstance(module, SwitchableLeaf)  # private BN, scale-conditioned conv, per-width BN
 
 
-def block_leaves(features: nn.Sequential) -> list[list[tuple[str, nn.Module]]]:
-    """Per entry of ``features`` (stem, blocks, last conv), its leaves with paths relative to it."""
-    return [list(leaves(block)) for block in features]
-
-
 SEQUENTIAL_INDICES = (0, 1, 3, 4, 6, 7)  # conv, BN, (act), conv, BN, (act), conv, BN in nn.Sequential
 
 
@@ -190,17 +183,6 @@ def describe(fmt: str, model: str, resolutions: Sequence[int], widths: Sequence[
 
 
 # ------------------------------------------------------------------------------- our network
-def config_defaults(group: str, name: str) -> dict[str, Any]:
-    """The entries of ``conf/<group>/<name>.yaml`` (unresolved; interpolations dropped)."""
-    from omegaconf import OmegaConf
-
-    from ..cli.overrides import CONF_DIR
-
-    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), resolve=False)
-    raw.pop("defaults", None)  # Hydra's composition list (e.g. model.init), not an entry
-    return {k: v for k, v in raw.items() if not (isinstance(v, str) and "${" in v)}
-
-
 @dataclass
 class Target:
     """Our side of a conversion: the method and backbone (with the arguments that differ from
@@ -232,16 +214,18 @@ class Converted:
 
 def build_target(target: Target):
     """``(method, net, method_kwargs, model_cfg)``: built exactly as ``resnet_switch.train`` would
-    with ``method=... model=...`` and the target's overrides, so the checkpoint resumes there."""
-    from ..methods.build import ModelConfig, build_method_and_net
+    with ``method=... model=...`` and the target's overrides, so the checkpoint resumes there.
 
+    The published networks were trained with the ImageNet stem, so a backbone with a small-input
+    stem gets ``small_input: false`` (a fact of the file, whatever the resolutions; the fine-tuning
+    command line the converter prints carries it)."""
     model_cfg = {k: v for k, v in config_defaults("model", target.model).items() if k != "pretrained"}
-    model_cfg.update(target.model_kwargs)
-    if model_cfg.get("small_input") == "auto":  # published checkpoints are ImageNet networks: their stem
+    if has_small_input_stem(target.model):
         model_cfg["small_input"] = False
+    model_cfg.update(target.model_kwargs)
     backbone = ModelConfig.from_config(model_cfg).backbone
     method_kwargs = {k: v for k, v in config_defaults("method", target.method).items() if k != "name"}
     method_kwargs.update(target.method_kwargs)
-    method, net = build_method_and_net(target.method, target.resolutions, target.model, target.num_classes,
-                                       method_kwargs=method_kwargs, model_kwargs=backbone)
+    method = build_method(target.method, target.resolutions, **method_kwargs)
+    net = create_model(target.model, method=method, num_classes=target.num_classes, **backbone)
     return method.eval(), net.eval(), method_kwargs, {"name": target.model, **model_cfg}

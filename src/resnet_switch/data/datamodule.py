@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import ConfigError
 from ..training.distributed import rank as rank_of_process
 from ..training.distributed import world_size
 from .datasets import DatasetMeta, build_dataset, check_labels, dataset_entry, dataset_meta, list_datasets
@@ -65,7 +66,7 @@ class ToUint8CHW:
 
     def __init__(self, channels: int) -> None:
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise ConfigError(f"channels must be 1 or 3, got {channels}")
         self.channels = channels
         self.mode = "RGB" if channels == 3 else "L"
 
@@ -154,9 +155,9 @@ def check_normalization(mean, std) -> tuple[tuple[float, ...] | None, tuple[floa
     if mean is None and std is None:
         return None, None
     if mean is None or std is None or len(mean) != len(std) or not len(mean):
-        raise ValueError(f"data.mean / data.std: give both, one number per channel, got mean={mean!r} std={std!r}")
+        raise ConfigError(f"data.mean / data.std: give both, one number per channel, got mean={mean!r} std={std!r}")
     if any(not s > 0 for s in std):
-        raise ValueError(f"data.std: must be positive, got {std!r}")
+        raise ConfigError(f"data.std: must be positive, got {std!r}")
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
@@ -167,15 +168,15 @@ def check_decode(decode: str, name: str, crop: str, resize_on: str) -> bool:
     """Check ``data.decode``; True when the training JPEGs will be decoded on the GPU (``device``
     with CUDA and TorchCodec; otherwise ``device`` falls back to the workers, said once)."""
     if decode not in DECODE_PLACES:
-        raise ValueError(f"data.decode must be 'worker' or 'device', got {decode!r}")
+        raise ConfigError(f"data.decode must be 'worker' or 'device', got {decode!r}")
     if decode == "worker":
         return False
     if not dataset_entry(name).image_files:
         files = "|".join(n for n in list_datasets() if dataset_entry(n).image_files)
-        raise ValueError(f"data.decode=device: only data={files} reads JPEG files (data={name}); "
+        raise ConfigError(f"data.decode=device: only data={files} reads JPEG files (data={name}); "
                          "use data.decode=worker")
     if crop != "single" or resize_on != "device":
-        raise ValueError("data.decode=device needs data.crop=single and data.resize_on=device (one crop per "
+        raise ConfigError("data.decode=device needs data.crop=single and data.resize_on=device (one crop per "
                          "sample, resized on the device); use data.decode=worker")
     if not device_decode_available():
         rank_zero_info("data.decode=device: no CUDA device (or no TorchCodec), so the workers decode the JPEGs: "
@@ -187,7 +188,7 @@ def check_decode(decode: str, name: str, crop: str, resize_on: str) -> bool:
 def _descending(resolutions: Sequence[int]) -> tuple[int, ...]:
     res = tuple(sorted({int(r) for r in resolutions}, reverse=True))
     if not res or res[-1] < 1:
-        raise ValueError(f"resolutions must be positive integers, got {list(resolutions)}")
+        raise ConfigError(f"resolutions must be positive integers, got {list(resolutions)}")
     return res
 
 
@@ -221,17 +222,17 @@ class MultiResDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         if protocol not in PROTOCOLS:
-            raise ValueError(f"data.protocol: unknown {protocol!r}; choose one of {list(PROTOCOLS)}")
+            raise ConfigError(f"data.protocol: unknown {protocol!r}; choose one of {list(PROTOCOLS)}")
         self.protocol = protocol
         self._mean, self._std = check_normalization(mean, std)
         if crop not in ("single", "multi"):
-            raise ValueError(f"data.crop must be 'single' or 'multi', got {crop!r}")
+            raise ConfigError(f"data.crop must be 'single' or 'multi', got {crop!r}")
         if resize_on not in ("device", "worker"):
-            raise ValueError(f"data.resize_on must be 'device' or 'worker', got {resize_on!r}")
+            raise ConfigError(f"data.resize_on must be 'device' or 'worker', got {resize_on!r}")
         if not 0 < val_crop_ratio <= 1:
-            raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
+            raise ConfigError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
         if on_bad_image not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.on_bad_image: unknown {on_bad_image!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
+            raise ConfigError(f"data.on_bad_image: unknown {on_bad_image!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
         self.decode_on_device = check_decode(decode, name, crop, resize_on)
         self.on_bad_image = on_bad_image
         self.name, self.root, self.download = name, root, bool(download)
@@ -387,6 +388,10 @@ class MultiResDataModule(L.LightningDataModule):
         dataset = self._dataset("train")
         world, rank = world_size(), rank_of_process()
         sampler = EpochShuffleSampler(len(dataset), self.seed, num_replicas=world, rank=rank)
+        if len(sampler) < self.batch_size:  # drop_last: not one full batch, the run would train nothing
+            raise ConfigError(f"data.batch_size: {self.batch_size} is more than the {len(sampler)} training images "
+                              f"this process gets per epoch ({len(dataset)} in all, {world} process(es)); "
+                              f"lower data.batch_size to at most {len(sampler)} or give more training images")
         loader = self._loader(dataset, sampler, train=True, cls=ResumableLoader)
         if self._resume_state is not None:
             loader.load_state_dict(self._resume_state)
@@ -437,7 +442,7 @@ class MultiResDataModule(L.LightningDataModule):
         out = self._affine.get(device)
         if out is None:
             if len(self.mean) != self.in_channels:
-                raise ValueError(f"data.mean / data.std: {len(self.mean)} entries but the images have "
+                raise ConfigError(f"data.mean / data.std: {len(self.mean)} entries but the images have "
                                  f"{self.in_channels} channels")
             mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)

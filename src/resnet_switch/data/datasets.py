@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .imagefolder import ImageFiles, class_folders, list_samples
 from .synthetic import SyntheticScaleDataset, class_names
@@ -33,7 +34,7 @@ _FASHION_MNIST_FILES = (
 SPLITS = ("train", "val", "test")
 
 
-class DataNotFoundError(ValueError):
+class DataNotFoundError(ConfigError):
     """The requested data set is not on disk; the message (one line) says how to get it."""
 
 
@@ -118,7 +119,7 @@ def build_dataset(name: str, split: str, root: str | None = None, download: bool
     """
     entry = dataset_entry(name)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     meta = entry.metadata(root, **kwargs)
     dataset = entry.build(split, root, download, **kwargs)
     return DatasetInfo(meta.num_classes, meta.in_channels, meta.mean, meta.std, meta.native_size, dataset)
@@ -241,7 +242,7 @@ def check_labels(dataset: Dataset, num_classes: int, split: str) -> None:
     low, high = min(values), max(values)
     if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
-        raise ValueError(
+        raise ConfigError(
             f"data: the {split} split has label {bad} outside [0, {num_classes}) (the network has "
             f"{num_classes} outputs); fix the labels or the class count of the data set"
         )

@@ -140,12 +140,6 @@ def exif_orientation(data: bytes | bytearray, start: int, end: int) -> int | Non
     return None
 
 
-def jpeg_header(data: bytes | bytearray) -> tuple[int, int, int] | None:
-    """``(width, height, components)`` from a JPEG's frame header (:func:`parse_jpeg_header`)."""
-    header = parse_jpeg_header(data)
-    return None if header is None else header[:3]
-
-
 def png_without_exif(data: bytes | bytearray) -> bool:
     """A PNG with no ``eXIf`` chunk before its image data (TorchCodec would apply its orientation)."""
     if data[:8] != PNG_SIGNATURE:
@@ -399,9 +393,3 @@ class DecodeCropFlip:
     def crop_encoded(self, jpeg: EncodedJpeg) -> Tensor:
         """The crop (no flip) of a JPEG read but not decoded: uint8 ``(C, R, R)``."""
         return crop_jpeg(jpeg, self.sample_box(jpeg.size), self.size, self.mode)
-
-
-def psnr(a: Tensor, b: Tensor, peak: float = 255.0) -> float:
-    """Peak signal-to-noise ratio (dB) of two same-shape images (inf when equal)."""
-    mse = float(torch.mean((a.double() - b.double()) ** 2))
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(peak * peak / mse)).item()

@@ -27,13 +27,15 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from ..errors import ConfigError
+
 BAD_IMAGE_POLICIES = ("skip", "fail")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # what PIL raises for files it cannot decode (UnidentifiedImageError and truncation are OSErrors)
 DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
 
 
-class BadImageError(ValueError):
+class BadImageError(ConfigError):
     """An unreadable image with ``data.on_bad_image=fail`` (one line naming the file)."""
 
 
@@ -49,7 +51,7 @@ def list_samples(folder: Path, classes: list[str], split: str) -> list[tuple[str
     samples: list[tuple[str, int]] = []
     for name in class_folders(folder):
         if name not in index:
-            raise ValueError(
+            raise ConfigError(
                 f"data.root: {folder / name} is not a class of the train split ({len(classes)} classes); "
                 "its label would be out of range: rename it to a train class or remove it"
             )
@@ -58,13 +60,13 @@ def list_samples(folder: Path, classes: list[str], split: str) -> list[tuple[str
             for f in names if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
         )
         if not files and split == "train":
-            raise ValueError(
+            raise ConfigError(
                 f"data.root: class folder {folder / name} holds no image files {IMAGE_EXTENSIONS}; "
                 "add images or remove the folder"
             )
         samples += [(f, index[name]) for f in files]
     if not samples:
-        raise ValueError(f"data.root: no image files under {folder}/<class>/; expected e.g. {folder}/cat/1.jpg")
+        raise ConfigError(f"data.root: no image files under {folder}/<class>/; expected e.g. {folder}/cat/1.jpg")
     return samples
 
 
@@ -115,7 +117,7 @@ class BadImageLog:
 
     def __init__(self, size: int, policy: str = "skip"):
         if policy not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"data.on_bad_image: unknown {policy!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
+            raise ConfigError(f"data.on_bad_image: unknown {policy!r}; choose one of {list(BAD_IMAGE_POLICIES)}")
         self.policy = policy
         self.flags = multiprocessing.RawArray(ctypes.c_ubyte, max(1, size))
         self.found_here: set[str] = set()  # files found bad in this process outside the workers (device decode)

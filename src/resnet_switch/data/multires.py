@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
+
 
 def resize_images(images: Tensor, resolution: int) -> Tensor:
     """Resize ``(B, C, H, W)`` float images to ``(B, C, r, r)``: bilinear, antialias, align_corners=False.
@@ -64,7 +66,7 @@ class MultiResBatch:
                  source: Tensor | None = None, normalize: Callable[[Tensor], Tensor] | None = None,
                  resize: Callable[[Tensor, int], Tensor] | None = None) -> None:
         if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
-            raise ValueError(f"MultiResBatch: images must be (B, C, r, r), got {tuple(images.shape)}")
+            raise ConfigError(f"MultiResBatch: images must be (B, C, r, r), got {tuple(images.shape)}")
         self._resize = resize or resize_images
         use_source = (resize is None and source is not None and normalize is not None
                       and uint8_resize_applies(source))

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError
+
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
 FINE_CUES = ("v-stripes", "h-stripes", "checker")
 
@@ -42,7 +44,7 @@ def class_names(num_classes: int) -> list[str]:
     """Names ``"<shape>/<fine cue>"``; shapes vary fastest within a cue so 10 classes = 5 shapes x 2 cues."""
     num_cues = 2 if num_classes <= 2 * len(SHAPES) else 3
     if not 2 <= num_classes <= len(SHAPES) * num_cues:
-        raise ValueError(f"synthetic: num_classes must be in [2, {len(SHAPES) * len(FINE_CUES)}], got {num_classes}")
+        raise ConfigError(f"synthetic: num_classes must be in [2, {len(SHAPES) * len(FINE_CUES)}], got {num_classes}")
     pairs = [(s, c) for s in SHAPES for c in FINE_CUES[:num_cues]]
     return [f"{s}/{c}" for s, c in pairs[:num_classes]]
 
@@ -60,7 +62,7 @@ class SyntheticScaleDataset(Dataset):
         num_classes: int = 10, cache_mb: float = 512,
     ) -> None:
         if num_samples < 1 or native_size < 8:
-            raise ValueError(f"synthetic: need num_samples >= 1 and native_size >= 8, got {num_samples}, {native_size}")
+            raise ConfigError(f"synthetic: need num_samples >= 1 and native_size >= 8, got {num_samples}, {native_size}")
         self.num_samples = int(num_samples)
         self.split = split
         self.image_seed = int(image_seed)
@@ -71,7 +73,7 @@ class SyntheticScaleDataset(Dataset):
         centres = torch.arange(self.native_size, dtype=torch.float32) + 0.5
         self._ys, self._xs = torch.meshgrid(centres, centres, indexing="ij")  # (N, N) pixel-centre coords
         if cache_mb < 0:
-            raise ValueError(f"data.synthetic.cache_mb must be >= 0, got {cache_mb}")
+            raise ConfigError(f"data.synthetic.cache_mb must be >= 0, got {cache_mb}")
         self._cache: dict[int, Tensor] = {}
         self._cache_capacity = int(cache_mb * 2**20) // (3 * self.native_size**2)  # images that fit
 
@@ -152,4 +154,4 @@ def signed_distance(shape: str, pu: Tensor, pv: Tensor, dx: Tensor, dy: Tensor, 
         arm_a = torch.minimum(r - au, 0.35 * r - av)
         arm_b = torch.minimum(r - av, 0.35 * r - au)
         return torch.maximum(arm_a, arm_b)
-    raise ValueError(f"unknown shape {shape!r}")
+    raise ConfigError(f"unknown shape {shape!r}")

@@ -233,7 +233,7 @@ def check_options(opts: dict[str, Any]) -> None:
 def export(opts: dict[str, Any]) -> dict[str, Any]:
     """Write and verify one configuration; returns ``{out, format, max_abs_diff, ...}``.
 
-    Raises ``ValueError`` for bad options and :class:`VerifyError` when the check fails (the file
+    Raises ``ConfigError`` for bad options and :class:`VerifyError` when the check fails (the file
     is then removed)."""
     check_options(opts)
     ckpt = Path(str(opts["ckpt"]))

@@ -3,7 +3,7 @@
 File layout (``torch.save`` of a dict; ``torch.load(weights_only=True)`` reads it)::
 
     {"format": "resnet_switch.lq_state_dict.v1",
-     "spec": net spec (build_switchable(**spec) rebuilds the architecture),
+     "spec": net spec (create_model(**spec) rebuilds the architecture),
      "config": {"resolution": R, "width": W},
      "float": {plain key: tensor}        # everything that stays float (stem, FC, BN, biases)
      "weights": {plain key: {"codes": uint8 (C_out, C_in/g, k, k), "basis": (C_out, K)}},
@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..layers.lq import act_levels, dequantize_codes
 from ..layers.quant import plain_weight_key, quantized_convs
-from ..models import build_switchable
+from ..models import create_model
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 
@@ -60,7 +61,7 @@ def unpack_quantized_state(packed: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The plain model's float state dict: weights dequantized from codes, activation levels and
     thresholds recomputed from their bases."""
     if packed.get("format") != PACKED_FORMAT:
-        raise ValueError(f"state_dict: not a {PACKED_FORMAT} file (format {packed.get('format')!r})")
+        raise ConfigError(f"state_dict: not a {PACKED_FORMAT} file (format {packed.get('format')!r})")
     state = dict(packed["float"])
     for key, entry in packed["weights"].items():
         state[key] = dequantize_codes(entry["codes"], entry["basis"])
@@ -73,6 +74,6 @@ def unpack_quantized_state(packed: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_quantized_state(packed: dict[str, Any]) -> nn.Module:
     """The fake-quantized plain model rebuilt from a packed file alone (eval mode, strict load)."""
     config = SubnetConfig(packed["config"]["resolution"], packed["config"]["width"])
-    plain = build_switchable(**packed["spec"]).materialize(config)
+    plain = create_model(**packed["spec"]).materialize(config)
     plain.load_state_dict(unpack_quantized_state(packed), strict=True)
     return plain.eval()

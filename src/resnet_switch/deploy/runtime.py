@@ -11,8 +11,10 @@
 
 ``switch`` never rebuilds the network: it activates the configuration in the shared switch state.
 SAN's generated kernels are made once per configuration and cached (``switch`` calls every switchable
-leaf's ``warm_cache``); MutualNet / US-Net / S-Net use the BN statistics recalibrated per (width,
-resolution) that the checkpoint stores (``calibrate`` adds more from your own images).
+leaf's ``warm_cache``). Which configurations run and on which BN statistics is the network's
+:class:`~resnet_switch.models.inference_policy.InferencePolicy` (``clf.policy``): MutualNet / US-Net /
+S-Net use the statistics recalibrated per (width, resolution) that the checkpoint stores
+(``calibrate`` adds more from your own images).
 
 Preprocessing (``predict``) follows the validation protocol of training: the central square of
 ``crop_ratio`` x the shorter side (``Resize(r / 0.875) + CenterCrop(r)`` keeps the same region),
@@ -23,9 +25,7 @@ gets no normalisation, so pass images already normalised as float in that case).
 
 from __future__ import annotations
 
-import numbers
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,16 +36,15 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.multires import resize_images
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingFileError
 from ..evaluation import query_table as qt
 from ..evaluation.adaptive import AdaptivePolicy, policy_path
-from ..layers.calibration import calibratable_layers, calibrate_bn
+from ..layers.calibration import calibrate_bn
 from ..layers.contracts import switchable_leaves
+from ..models.inference_policy import InferencePolicy
 from ..models.switchable import SwitchableNet
-from ..switch import SubnetConfig, inference_mode
+from ..switch import SubnetConfig
 from ..training.checkpointing import load_checkpoint, rebuild_from_checkpoint
-
-_KEY = re.compile(r"^r(\d+)_w([0-9.e+-]+)$")
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -63,15 +62,17 @@ class SwitchableClassifier:
 
     Args:
         net: the switchable network (moved to ``device``, put in eval mode).
-        method_name: the training method (decides BN handling, see ``bn_mode``).
-        needs_calibration: slimmable methods: every configuration runs with stored statistics.
-        default_bn_mode: the method's ``bn_mode`` when none is given.
+        method_name: the training method (named in error messages).
+        needs_calibration, default_bn_mode: the method's two facts its
+            :class:`~resnet_switch.models.inference_policy.InferencePolicy` (``policy``) reads:
+            every configuration runs on stored exact statistics; the ``bn_mode`` when none is given.
         mean, std: per-channel normalisation of the training data (``None``: none).
         crop_ratio: central fraction of the shorter side kept by ``predict`` (validation protocol).
         bn_mode: for resolutions the net was not trained at, one of
             :data:`~resnet_switch.switch.INFERENCE_MODES`: ``nearest``, ``interpolate`` (RS-Net
             sec. 4.3), ``proxy`` (SAN: nearest BN and scale encoding), ``calibrate``/``ideal``
-            (statistics stored for that configuration). Training resolutions use their own BN.
+            (statistics stored for that configuration). Training resolutions use their own BN;
+            methods that need calibration always run on stored statistics.
     """
 
     def __init__(self, net: SwitchableNet, method_name: str = "unknown", needs_calibration: bool = False,
@@ -81,22 +82,21 @@ class SwitchableClassifier:
         self.device = pick_device(device)
         self.net = net.to(self.device).eval()
         self.method_name = method_name
-        self.needs_calibration = bool(needs_calibration)
-        self.inference = inference_mode(default_bn_mode if bn_mode is None else bn_mode)
+        self.policy = InferencePolicy(self.net, needs_calibration=needs_calibration, default_bn_mode=default_bn_mode,
+                                      bn_mode=bn_mode, owner=f"this {method_name} checkpoint")
+        self.needs_calibration = self.policy.needs_calibration
+        self.inference = self.policy.mode
         self.bn_mode = self.inference.name
         if not 0.0 < float(crop_ratio) <= 1.0:
-            raise ValueError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
+            raise ConfigError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
         self.crop_ratio = float(crop_ratio)
         channels = self.in_channels
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         for name, value in (("mean", self.mean), ("std", self.std)):
             if value is not None and value.shape[1] != channels:
-                raise ValueError(f"{name}: has {value.shape[1]} entries but the network takes {channels} channels")
-        # SAN reads the scale encoding of unseen resolutions from the state (proxy: nearest trained)
-        self.net.state.set_scale_encoding(self.inference.scale_encoding)
+                raise ConfigError(f"{name}: has {value.shape[1]} entries but the network takes {channels} channels")
         self._leaves = [leaf for _, leaf in switchable_leaves(self.net)]
-        self._calibrated = calibratable_layers(self.net)
         self._config: SubnetConfig | None = None
         self.checkpoint_path: Path | None = None  # set by from_checkpoint (its adaptive policy lives beside it)
         self._start()
@@ -106,13 +106,13 @@ class SwitchableClassifier:
         top = SubnetConfig(self.net.state.train_resolutions[0], self.net.state.widths[0])
         try:
             self.switch(top.resolution, top.width)
-        except ValueError:
+        except ConfigError:
             stored = self.stored_configs()
             if stored:
                 self.switch(stored[0].resolution, stored[0].width)
             else:  # nothing stored: predict fails until calibrate() provides statistics
                 self._config = top
-                self.net.set_active(top, self.state_bn_mode(top))
+                self.policy.activate(top)
 
     # ---------------------------------------------------------------------------------- loading
     @classmethod
@@ -145,77 +145,33 @@ class SwitchableClassifier:
 
     @property
     def slimmable(self) -> bool:
-        return self.net.spec.get("layers") == "slimmable"
+        return self.policy.widths.slimmable
 
     def stored_configs(self) -> list[SubnetConfig]:
         """Configurations with BN statistics stored in every calibratable layer, largest first."""
-        if not self._calibrated:
-            return []
-        keys = set(self._calibrated[0].calibrated)
-        for layer in self._calibrated[1:]:
-            keys &= set(layer.calibrated)
-        configs = [SubnetConfig(int(m.group(1)), float(m.group(2))) for m in map(_KEY.match, keys) if m]
-        return sorted(configs, reverse=True)
+        return self.policy.stored_configs()
 
     # -------------------------------------------------------------------------------- switching
     def check_config(self, resolution: int, width: float | None = None) -> SubnetConfig:
         """The configuration ``(resolution, width)`` if this network can run it, else a one-line
-        ``ValueError`` naming the field (``width`` defaults to the active width)."""
-        if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or resolution <= 0:
-            raise ValueError(f"resolution: must be a positive integer (pixels), got {resolution!r}")
+        ``ConfigError`` naming the field (``width`` defaults to the active width); see
+        :meth:`~resnet_switch.models.inference_policy.InferencePolicy.check_config`."""
         width = self._config.width if (width is None and self._config is not None) else width
-        width = self.net.state.widths[0] if width is None else width
-        if isinstance(width, bool) or not isinstance(width, numbers.Real) or not 0.0 < float(width) <= 1.0:
-            raise ValueError(f"width: must be in (0, 1], got {width!r}")
-        config = SubnetConfig(int(resolution), float(width))
-        widths = self.net.state.widths
-        if not self.slimmable:
-            if config.width != 1.0:
-                raise ValueError(f"width: this {self.method_name} checkpoint is not slimmable; use width=1.0")
-        elif (self.net.spec.get("layer_kwargs") or {}).get("private_bn_per_width"):
-            if config.width not in widths:
-                raise ValueError(f"width: {config.width:g} has no private BN in this S-Net checkpoint; "
-                                 f"choose one of {list(widths)}")
-        elif not widths[-1] <= config.width <= widths[0]:
-            raise ValueError(f"width: {config.width:g} is outside the trained range [{widths[-1]:g}, {widths[0]:g}]")
-        return config
+        return self.policy.check_config(resolution, self.net.state.widths[0] if width is None else width)
 
     def state_bn_mode(self, config: SubnetConfig) -> str:
         """The switch state's BN mode for ``config`` (see ``bn_mode`` in the class docstring)."""
-        if self.needs_calibration:
-            return "calibrated"
-        if self.net.state.train_index(config.resolution) is not None:
-            return "nearest"
-        return self.inference.bn_mode
-
-    def _ensure_stats(self, config: SubnetConfig) -> None:
-        """Stored statistics for ``config``: its own, or those of a stored configuration at the same
-        resolution with the same channel counts (the same plain network), shared under its key."""
-        key = config.key()
-        if all(key in layer.calibrated for layer in self._calibrated):
-            return
-        signature = qt.channel_signature(self.net, config.width)
-        for twin in self.stored_configs():
-            if twin.resolution == config.resolution and qt.channel_signature(self.net, twin.width) == signature:
-                for layer in self._calibrated:
-                    layer.calibrated[key] = layer.calibrated[twin.key()]
-                return
-        stored = ", ".join(f"w{c.width:g}@{c.resolution}" for c in self.stored_configs()) or "none"
-        raise ValueError(
-            f"width: no BN statistics stored for width {config.width:g} @ {config.resolution}px "
-            f"(stored: {stored}); pick a stored configuration or run clf.calibrate(images, "
-            f"{config.resolution}, {config.width:g}) on a few hundred training images first"
-        )
+        return self.policy.state_bn_mode(config)
 
     @torch.no_grad()
     def switch(self, resolution: int, width: float | None = None) -> SubnetConfig:
         """Activate ``(resolution, width)`` and return it. Cheap: no rebuild and no copy of weights;
         SAN kernels are generated on the first visit of a configuration and cached."""
         config = self.check_config(resolution, width)
-        mode = self.state_bn_mode(config)
-        if mode == "calibrated":
-            self._ensure_stats(config)
-        self.net.set_active(config, mode)
+        self.policy.ensure_statistics(
+            config, fix=f"pick a stored configuration or run clf.calibrate(images, {config.resolution}, "
+                        f"{config.width:g}) on a few hundred training images first")
+        self.policy.activate(config)
         for leaf in self._leaves:  # SAN: kernels generated once per configuration, then a cache hit
             leaf.warm_cache()
         self._config = config
@@ -229,7 +185,7 @@ class SwitchableClassifier:
         if isinstance(query_table, (str, os.PathLike)):
             path = Path(query_table)
             if not path.is_file():
-                raise FileNotFoundError(f"query_table: no file at {path}; write one with "
+                raise MissingFileError(f"query_table: no file at {path}; write one with "
                                         "python -m resnet_switch.evaluate ckpt=... query_table=true")
             rows = qt.read_query_table(path)
         else:
@@ -251,10 +207,10 @@ class SwitchableClassifier:
         r = self._config.resolution if resolution is None else int(resolution)
         ratio = self.crop_ratio if crop_ratio is None else float(crop_ratio)
         if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
+            raise ConfigError(f"crop_ratio: must be in (0, 1], got {crop_ratio!r}")
         if isinstance(images, (list, tuple)):
             if not images:
-                raise ValueError("images: empty list")
+                raise ConfigError("images: empty list")
             return torch.cat([self.preprocess(im, r, ratio) for im in images])
         x = self._as_tensor(images)
         x = x.to(self.device, non_blocking=True)
@@ -272,16 +228,16 @@ class SwitchableClassifier:
         if isinstance(image, Image.Image):
             image = TF.pil_to_tensor(image.convert("RGB" if self.in_channels == 3 else "L"))
         if not isinstance(image, Tensor):
-            raise ValueError(f"images: expected tensors or PIL images, got {type(image).__name__}")
+            raise ConfigError(f"images: expected tensors or PIL images, got {type(image).__name__}")
         if image.dtype != torch.uint8 and not image.is_floating_point():
-            raise ValueError(f"images: expected uint8 (0..255) or float (0..1) tensors, got {image.dtype}")
+            raise ConfigError(f"images: expected uint8 (0..255) or float (0..1) tensors, got {image.dtype}")
         x = image.unsqueeze(0) if image.dim() == 3 else image
         if x.dim() != 4:
-            raise ValueError(f"images: expected (B, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
+            raise ConfigError(f"images: expected (B, C, H, W) or (C, H, W), got shape {tuple(image.shape)}")
         if x.shape[1] == 1 and self.in_channels == 3:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"images: {x.shape[1]} channels but the network takes {self.in_channels}")
+            raise ConfigError(f"images: {x.shape[1]} channels but the network takes {self.in_channels}")
         return x
 
     @torch.no_grad()
@@ -306,7 +262,7 @@ class SwitchableClassifier:
             return policy
         if policy is None:
             if self.checkpoint_path is None:
-                raise ValueError("policy: this classifier was not loaded from a checkpoint; pass policy=PATH "
+                raise ConfigError("policy: this classifier was not loaded from a checkpoint; pass policy=PATH "
                                  "(adaptive.json written by evaluate adaptive=true)")
             policy = policy_path(self.checkpoint_path)
         return AdaptivePolicy.load(policy)
@@ -325,7 +281,7 @@ class SwitchableClassifier:
         device and runs only on the images still undecided. Returns ``(logits (B, K), configs)``,
         ``configs[i]`` the configuration image ``i`` stopped at. The active configuration is kept."""
         if (budget is None) == (thresholds is None):
-            raise ValueError("budget / thresholds: give exactly one of them")
+            raise ConfigError("budget / thresholds: give exactly one of them")
         policy = self.adaptive_policy(policy)
         if budget is not None:
             thresholds = policy.thresholds_for(qt.parse_count(budget, "budget")).thresholds

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from torch import nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
+from ..errors import ConfigError
 from ..evaluation.costs import count_costs
 from ..layers.slimmable import ChannelDim, SlimmableConv2d
-from ..models import BACKBONES, build_switchable, load_plain_weights
+from ..models import BACKBONES, create_model, load_plain_weights
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig, SwitchState
 
@@ -62,7 +63,7 @@ def check_detection_backbone(name: str) -> FeatureStages:
     """The :class:`FeatureStages` of ``name``; one-line error when it cannot be a detection backbone."""
     usable = sorted(n for n in FEATURE_STAGES if n in BACKBONES)
     if name not in BACKBONES or name not in FEATURE_STAGES:
-        raise ValueError(f"model.name: {name!r} cannot be a detection backbone; choose one of {usable}")
+        raise ConfigError(f"model.name: {name!r} cannot be a detection backbone; choose one of {usable}")
     return FEATURE_STAGES[name]
 
 
@@ -77,7 +78,7 @@ def stage_channels(body: nn.Module, stage: str) -> ChannelDim:
         if name == stage:
             break
     if not norms:
-        raise ValueError(f"detection: no BatchNorm up to stage {stage!r} to read its channels from")
+        raise ConfigError(f"detection: no BatchNorm up to stage {stage!r} to read its channels from")
     last = norms[-1]
     return last.dim if hasattr(last, "dim") else ChannelDim(last.num_features, slim=False)
 
@@ -91,7 +92,7 @@ class SwitchableBackboneWithFPN(BackboneWithFPN):
 
     Attributes:
         state: the backbone's :class:`~resnet_switch.switch.SwitchState` (shared with the detector).
-        spec: the backbone's ``build_switchable`` arguments.
+        spec: the backbone's :func:`~resnet_switch.models.create_model` arguments.
     """
 
     def __init__(self, net: SwitchableNet, stages: FeatureStages, out_channels: int = 256):
@@ -99,7 +100,7 @@ class SwitchableBackboneWithFPN(BackboneWithFPN):
         children = dict(body.named_children())
         missing = [s for s in stages.stages if s not in children]
         if missing:
-            raise ValueError(f"detection: backbone {net.spec['name']} has no stage {missing[0]!r}; "
+            raise ConfigError(f"detection: backbone {net.spec['name']} has no stage {missing[0]!r}; "
                              f"fix FEATURE_STAGES (children: {list(children)[:8]}...)")
         dims = [stage_channels(body, s) for s in stages.stages]
         return_layers = {s: str(i) for i, s in enumerate(stages.stages)}
@@ -139,8 +140,8 @@ def build_detection_backbone(name: str, sizes: Sequence[int], layers: str = "pri
     stages = check_detection_backbone(name)
     backbone_kwargs = {**dict(stages.defaults), **backbone_kwargs}
     classes = [v.shape[0] for v in (pretrained or {}).values() if v.dim() == 2]
-    net = build_switchable(name, sizes, layers=layers, widths=widths, num_classes=classes[-1] if classes else 1,
-                           layer_kwargs=layer_kwargs, **backbone_kwargs)
+    net = create_model(name, sizes, layers=layers, widths=widths, num_classes=classes[-1] if classes else 1,
+                       layer_kwargs=layer_kwargs, **backbone_kwargs)
     if pretrained is not None:
         load_plain_weights(net, pretrained)
     return SwitchableBackboneWithFPN(net, stages, out_channels)

@@ -22,19 +22,21 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import ConfigError, MissingFileError
+
 BOX_TOLERANCE = 1.0  # px a box may pass the image border (COCO's own files round to ~0.5 px)
 
 
 def _load_json(path: Path, field: str) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{field}: no file {path}; give the path of a COCO instances JSON")
+        raise MissingFileError(f"{field}: no file {path}; give the path of a COCO instances JSON")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{field}: {path.name} is not valid JSON ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{field}: {path.name} is not valid JSON ({str(err).splitlines()[0]})") from None
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            raise ValueError(f"{field}: {path.name} has no '{key}' list; is it a COCO instances file?")
+            raise ConfigError(f"{field}: {path.name} has no '{key}' list; is it a COCO instances file?")
     return data
 
 
@@ -48,28 +50,28 @@ def check_coco(root: Path, ann_file: Path, masks: bool = True, field: str = "dat
         image_id = img.get("id")
         file_name = img.get("file_name")
         if file_name is None or "width" not in img or "height" not in img:
-            raise ValueError(f"{field}: {name} image id {image_id}: needs file_name, width and height")
+            raise ConfigError(f"{field}: {name} image id {image_id}: needs file_name, width and height")
         if not (root / file_name).is_file():
-            raise ValueError(f"{field}: {name} image id {image_id}: file {file_name!r} does not exist in {root}")
+            raise ConfigError(f"{field}: {name} image id {image_id}: file {file_name!r} does not exist in {root}")
         images[image_id] = (float(img["width"]), float(img["height"]))
     for ann in data["annotations"]:
         record = f"{field}: {name} annotation id {ann.get('id')} (image id {ann.get('image_id')})"
         if ann.get("image_id") not in images:
-            raise ValueError(f"{record}: unknown image id; it is not in the file's images")
+            raise ConfigError(f"{record}: unknown image id; it is not in the file's images")
         if ann.get("category_id") not in categories:
-            raise ValueError(f"{record}: unknown category_id {ann.get('category_id')!r}; "
+            raise ConfigError(f"{record}: unknown category_id {ann.get('category_id')!r}; "
                              f"the file defines {sorted(categories)}")
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
-            raise ValueError(f"{record}: bbox must be [x, y, width, height], got {bbox!r}")
+            raise ConfigError(f"{record}: bbox must be [x, y, width, height], got {bbox!r}")
         x, y, w, h = (float(v) for v in bbox)
         width, height = images[ann["image_id"]]
         if w <= 0 or h <= 0:
-            raise ValueError(f"{record}: bbox {bbox} is empty (width and height must be > 0)")
+            raise ConfigError(f"{record}: bbox {bbox} is empty (width and height must be > 0)")
         if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
-            raise ValueError(f"{record}: bbox {bbox} (x, y, w, h) is outside the {width:g}x{height:g} image")
+            raise ConfigError(f"{record}: bbox {bbox} (x, y, w, h) is outside the {width:g}x{height:g} image")
         if masks and not ann.get("iscrowd") and not ann.get("segmentation"):
-            raise ValueError(f"{record}: no segmentation; masks need one (or use detector=faster_rcnn)")
+            raise ConfigError(f"{record}: no segmentation; masks need one (or use detector=faster_rcnn)")
     return data
 
 
@@ -89,7 +91,7 @@ class CocoInstances(Dataset):
 
         self.root, self.ann_file, self.masks = Path(root), Path(ann_file), bool(masks)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root: no folder {self.root}; give the COCO image folder")
+            raise MissingFileError(f"data.root: no folder {self.root}; give the COCO image folder")
         data = check_coco(self.root, self.ann_file, self.masks)
         self.categories = sorted(c["id"] for c in data["categories"])
         keys = {"image_id", "boxes", "labels", "iscrowd"} | ({"masks"} if self.masks else set())

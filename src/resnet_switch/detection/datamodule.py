@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
+from ..errors import ConfigError
 from ..training.distributed import rank, world_size
 
 
@@ -81,14 +82,14 @@ class DetectionDataModule(L.LightningDataModule):
                  root: str | None = None, calibration_samples: int = 256):
         super().__init__()
         if task != "detection":
-            raise ValueError(f"data.task: a detection data set, got task={task!r}")
+            raise ConfigError(f"data.task: a detection data set, got task={task!r}")
         self.name, self.root, self.calibration_samples = name, root, int(calibration_samples)
         self.sizes = list(resolutions)
         if getattr(train, "num_classes", None) != getattr(val, "num_classes", None):
-            raise ValueError(f"data: train and val sets disagree on the classes ({getattr(train, 'num_classes', '?')} "
+            raise ConfigError(f"data: train and val sets disagree on the classes ({getattr(train, 'num_classes', '?')} "
                              f"vs {getattr(val, 'num_classes', '?')}); use one category list")
         if not 0.0 <= float(hflip) <= 1.0:
-            raise ValueError(f"data.hflip: a probability in [0, 1], got {hflip!r}")
+            raise ConfigError(f"data.hflip: a probability in [0, 1], got {hflip!r}")
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers, self.hflip = int(batch_size), int(num_workers), float(hflip)
         self.seed = int(seed)

@@ -67,10 +67,8 @@ class DetectionModule(SwitchTrainingModule):
 
     # ----------------------------------------------------------------- training
     def backward_calls(self) -> int:
-        """One backward per configuration of the step (:meth:`Method.step_configs`: a finite
-        ``train_configs`` list, or the per-configuration draws of a sandwich-rule method)."""
-        configs = self.method.train_configs()
-        return len(configs) if configs is not None else self.method.backward_calls()
+        """One backward per configuration of the step (:meth:`Method.configs_per_step`)."""
+        return self.method.configs_per_step()
 
     @property
     def per_config_backward(self) -> bool:
@@ -114,7 +112,7 @@ class DetectionModule(SwitchTrainingModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
         for config in self.eval_configs:
-            with self.net.switch(config, self.eval_bn_mode):
+            with self.policy.switch(config):
                 preds = self.net(images)
             self.ap[module_key(config)].update(*metric_inputs(preds, targets, "segm" in self.iou_types))
 

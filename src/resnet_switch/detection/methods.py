@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from ..errors import ConfigError
 from ..methods import Method, build_method
 from ..registry import Registry
 
@@ -49,6 +50,6 @@ def build_detection_method(name: str, sizes: Sequence[int], task: str = "detecti
     """The method object for ``name`` over input ``sizes`` (highest first); ``task``: the method
     config's marker (``detection``)."""
     if name not in DETECTION_METHODS or task != "detection":
-        raise ValueError(f"method.name: {name!r} is not a detection method; with task=detection use one of "
+        raise ConfigError(f"method.name: {name!r} is not a detection method; with task=detection use one of "
                          f"{list_detection_methods()} (method=detection_mutualnet, detection_usnet, detection_rsnet)")
     return DETECTION_METHODS.get(name)(sizes, **kwargs)

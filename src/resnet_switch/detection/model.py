@@ -25,6 +25,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
+from ..errors import ConfigError
 from ..models.switchable import SwitchableNet
 from ..registry import Registry
 from ..switch import SubnetConfig, check_resolutions
@@ -51,11 +52,6 @@ class SwitchableDetector(SwitchableNet):
     def backbone(self):
         return self.net.backbone
 
-    def shared_modules(self) -> dict[str, Any]:
-        """The parts every configuration shares: FPN neck, RPN, box and mask heads."""
-        parts = {"fpn": self.net.backbone.fpn, "rpn": self.net.rpn, "roi_heads": self.net.roi_heads}
-        return parts
-
     def backbone_costs(self, config: SubnetConfig) -> tuple[int, int]:
         """``(madds, params)`` of the backbone body at ``config`` (square ``config.resolution`` image)."""
         return self.net.backbone.costs(config)
@@ -65,7 +61,7 @@ def anchor_sizes(anchor_base: int, levels: int) -> tuple[tuple[int], ...]:
     """One anchor size per FPN level, doubling with the level's stride: ``anchor_base * 2**i``
     (torchvision's Mask R-CNN: 32, 64, 128, 256, 512)."""
     if isinstance(anchor_base, bool) or not isinstance(anchor_base, int) or anchor_base <= 0:
-        raise ValueError(f"detector.anchor_base: a positive integer (px of the finest level's anchor), got {anchor_base!r}")
+        raise ConfigError(f"detector.anchor_base: a positive integer (px of the finest level's anchor), got {anchor_base!r}")
     return tuple((anchor_base * 2**i,) for i in range(levels))
 
 
@@ -95,7 +91,7 @@ def mask_rcnn(body: nn.Module, levels: list[str], spec: dict[str, Any], common: 
     """Mask R-CNN: Faster R-CNN + a mask head of ``spec["mask_head_channels"]`` convs on 14x14 RoIs."""
     mask_channels = spec["mask_head_channels"]
     if not mask_channels:
-        raise ValueError("detector.mask_head_channels: give at least one conv width, e.g. [256,256,256,256]")
+        raise ConfigError("detector.mask_head_channels: give at least one conv width, e.g. [256,256,256,256]")
     return MaskRCNN(body, mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
                     mask_head=MaskRCNNHeads(spec["fpn_channels"], mask_channels, 1),
                     mask_predictor=MaskRCNNPredictor(mask_channels[-1], mask_channels[-1], spec["num_classes"]),
@@ -134,7 +130,7 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
     """
     sizes = check_resolutions(sizes, "data.resolutions")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes: need >= 2 (background + at least one class), got {num_classes!r}")
+        raise ConfigError(f"num_classes: need >= 2 (background + at least one class), got {num_classes!r}")
     spec = dict(backbone=backbone, sizes=list(sizes), num_classes=num_classes, layers=layers,
                 widths=[float(w) for w in widths], layer_kwargs=dict(layer_kwargs or {}),
                 backbone_kwargs=dict(backbone_kwargs or {}), masks=bool(masks), fpn_channels=int(fpn_channels),
@@ -144,6 +140,8 @@ def build_detector(backbone: str, sizes: Sequence[int], num_classes: int, *, lay
                 image_std=list(image_std), detector_kwargs=dict(detector_kwargs or {}))
     body = build_detection_backbone(backbone, sizes, layers, widths, layer_kwargs, fpn_channels,
                                     pretrained_backbone, **spec["backbone_kwargs"])
+    # as built: ``small_input: auto`` decided (a rebuilt detector does not decide again)
+    spec["backbone_kwargs"] = {k: body.spec[k] for k in spec["backbone_kwargs"] if k in body.spec}
     levels = [str(i) for i in range(len(body.stage_dims))]
     anchors = AnchorGenerator(anchor_sizes(anchor_base, len(levels) + 1),
                               (tuple(spec["aspect_ratios"]),) * (len(levels) + 1))

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..data.synthetic import SHAPES, sample_seed, signed_distance
+from ..errors import ConfigError
 
 _GRID = 2  # cells per side; one object per cell at most
 _NOISE_STD = 0.05
@@ -36,12 +37,12 @@ class SyntheticDetection(Dataset):
     def __init__(self, num_samples: int, split: str = "train", seed: int = 0, image_size: int = 128,
                  num_classes: int = 3, max_objects: int = 3):
         if num_samples < 1 or image_size < 32:
-            raise ValueError(f"synthetic_detection: need num_samples >= 1 and image_size >= 32, got "
+            raise ConfigError(f"synthetic_detection: need num_samples >= 1 and image_size >= 32, got "
                              f"{num_samples}, {image_size}")
         if not 1 <= num_classes <= len(SHAPES):
-            raise ValueError(f"synthetic_detection.num_classes: must be in [1, {len(SHAPES)}], got {num_classes}")
+            raise ConfigError(f"synthetic_detection.num_classes: must be in [1, {len(SHAPES)}], got {num_classes}")
         if not 1 <= max_objects <= _GRID * _GRID:
-            raise ValueError(f"synthetic_detection.max_objects: must be in [1, {_GRID * _GRID}], got {max_objects}")
+            raise ConfigError(f"synthetic_detection.max_objects: must be in [1, {_GRID * _GRID}], got {max_objects}")
         self.num_samples, self.split, self.seed = int(num_samples), split, int(seed)
         self.image_size, self.max_objects = int(image_size), int(max_objects)
         self.classes = list(SHAPES[:num_classes])

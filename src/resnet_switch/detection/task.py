@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from ..errors import ConfigError
 from ..evaluation.results import ResultsLayout
-from ..methods.build import ModelConfig
+from ..models import ModelConfig
 from ..switch import SubnetConfig, check_resolutions
 from ..training.checkpointing import CheckpointError, check_task
 from ..training.instantiate import instantiate_checked
@@ -65,7 +65,7 @@ def build_detection_run(cfg: DictConfig, pretrained: dict | None = None):
     method_cfg = container(cfg.method)
     method_args = method_arguments(method_cfg)
     method = build_detection_method(method_cfg["name"], sizes, **method_args)
-    model = ModelConfig.from_config(container(cfg.model)).stem_for(sizes)
+    model = ModelConfig.from_config(container(cfg.model))
     backbone = {k: v for k, v in model.backbone.items() if k not in CLASSIFIER_HEAD_ARGS}
     detector = container(cfg.detector)
     net = build_detector(

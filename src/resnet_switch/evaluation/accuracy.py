@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data.multires import MultiResBatch
 from ..layers.calibration import calibrate_bn
+from ..models.inference_policy import InferencePolicy
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 
@@ -42,8 +43,11 @@ def device_batches(datamodule, loader, device: torch.device) -> Iterator[MultiRe
 def evaluate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetConfig],
                      bn_mode: str | None = None, limit_batches: int | None = None,
                      progress: bool = True, ensemble: Callable[[dict[int, Tensor]], Tensor | None] | None = None,
-                     extra: dict | None = None) -> list[dict]:
+                     extra: dict | None = None, policy: InferencePolicy | None = None) -> list[dict]:
     """Top-1/top-5 (%) per configuration: rows ``{resolution, width, top1, top5}``.
+
+    Each configuration runs as ``policy`` says (:meth:`InferencePolicy.switch`: its BN mode and
+    scale encoding; its statistics must be ready), else in ``net.switch(config, bn_mode)``.
 
     ``ensemble``: ``{resolution: logits at width 1} -> logits or None`` (a method's ensemble, e.g.
     RS-Net's ``softmax(alpha)``-weighted sum); when it gives logits, their ``{top1, top5}`` go to
@@ -66,7 +70,7 @@ def evaluate_configs(net: SwitchableNet, datamodule, configs: Sequence[SubnetCon
             break
         full_width: dict[int, Tensor] = {}
         for k, config in enumerate(configs):
-            with net.switch(config, bn_mode):
+            with net.switch(config, bn_mode) if policy is None else policy.switch(config):
                 logits = net(batch.at(config.resolution))
             acc1[k].update(logits, batch.targets)
             acc5[k].update(logits, batch.targets)

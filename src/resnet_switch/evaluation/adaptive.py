@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError, MissingFileError
 from ..registry import Registry
 from ..switch import SubnetConfig
 from .query_table import pareto_frontier
@@ -73,7 +74,7 @@ def check_thresholds(thresholds: Sequence[float | None], num_stages: int) -> lis
     """``S - 1`` thresholds, each ``None`` (skip the stage) or a number >= 0."""
     values = list(thresholds)
     if len(values) != num_stages - 1:
-        raise ValueError(f"thresholds: need {num_stages - 1} (one per stage but the last) for {num_stages} "
+        raise ConfigError(f"thresholds: need {num_stages - 1} (one per stage but the last) for {num_stages} "
                          f"stages, got {len(values)}")
     out: list[float | None] = []
     for t in values:
@@ -81,7 +82,7 @@ def check_thresholds(thresholds: Sequence[float | None], num_stages: int) -> lis
             out.append(None)
             continue
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(float(t)) or t < 0:
-            raise ValueError(f"thresholds: each must be a number >= 0 or null (skip the stage), got {t!r}")
+            raise ConfigError(f"thresholds: each must be a number >= 0 or null (skip the stage), got {t!r}")
         out.append(float(t))
     return out
 
@@ -139,12 +140,12 @@ def cascade(stage_logits: Sequence[Tensor] | StageRunner, thresholds: Sequence[f
     if callable(stage_logits):
         run = stage_logits
         if num_images is None:
-            raise ValueError("num_images: needed when stage_logits is a callable")
+            raise ConfigError("num_images: needed when stage_logits is a callable")
         n = int(num_images)
     else:
         tensors = list(stage_logits)
         if len(tensors) != num_stages:
-            raise ValueError(f"stage_logits: {len(tensors)} tensors for {num_stages} stages")
+            raise ConfigError(f"stage_logits: {len(tensors)} tensors for {num_stages} stages")
         n = tensors[0].shape[0]
 
         def run(s: int, index: Tensor) -> Tensor:
@@ -275,18 +276,18 @@ def fit_thresholds(stage_logits: Sequence[Tensor], targets: Tensor, stage_madds:
 
     Args:
         stage_logits: ``S`` tensors ``(N, K)``, the stages' logits on the calibration images.
-        targets: ``(N,)`` labels. Raises ``ValueError`` (``budget.madds: ...``) when even the
+        targets: ``(N,)`` labels. Raises ``ConfigError`` (``budget.madds: ...``) when even the
         cheapest stage exceeds the budget.
     """
     num_stages = len(stage_madds)
     if len(stage_logits) != num_stages:
-        raise ValueError(f"stage_logits: {len(stage_logits)} tensors for {num_stages} stages")
+        raise ConfigError(f"stage_logits: {len(stage_logits)} tensors for {num_stages} stages")
     n = int(targets.shape[0])
     if n == 0:
-        raise ValueError("calibration: no images to fit thresholds on")
+        raise ConfigError("calibration: no images to fit thresholds on")
     cheapest = min(float(m) for m in stage_madds)
     if budget_madds < cheapest:
-        raise ValueError(f"budget.madds: {human_count(budget_madds)} is below the cheapest stage's "
+        raise ConfigError(f"budget.madds: {human_count(budget_madds)} is below the cheapest stage's "
                          f"{human_count(cheapest)} MAdds; give at least that")
     table = _CalibrationTable(stage_logits, targets, score, ensemble, log_weights)
     all_before = [(1 << s) - 1 for s in range(num_stages)]
@@ -344,7 +345,7 @@ class AdaptivePolicy:
     def __post_init__(self) -> None:
         SCORES.get(self.score)
         if not self.stages or len(self.stages) != len(self.stage_madds):
-            raise ValueError(f"stages: {len(self.stages)} stages for {len(self.stage_madds)} MAdds entries")
+            raise ConfigError(f"stages: {len(self.stages)} stages for {len(self.stage_madds)} MAdds entries")
         self.fits.sort(key=lambda f: f.budget_madds)
 
     def thresholds_for(self, budget_madds: float) -> Fit:
@@ -352,7 +353,7 @@ class AdaptivePolicy:
         within = [f for f in self.fits if f.budget_madds <= budget_madds * (1 + 1e-9)]
         if not within:
             stored = ", ".join(human_count(f.budget_madds) for f in self.fits) or "none"
-            raise ValueError(f"budget: no thresholds fitted for a budget within {human_count(budget_madds)} MAdds "
+            raise ConfigError(f"budget: no thresholds fitted for a budget within {human_count(budget_madds)} MAdds "
                              f"(stored budgets: {stored}); run python -m resnet_switch.evaluate ckpt=... "
                              f"adaptive=true budget.madds=...")
         return within[-1]
@@ -383,11 +384,11 @@ class AdaptivePolicy:
     def load(cls, path: str | os.PathLike) -> AdaptivePolicy:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"policy: no file at {path}; write one with python -m resnet_switch.evaluate "
+            raise MissingFileError(f"policy: no file at {path}; write one with python -m resnet_switch.evaluate "
                                     "ckpt=... adaptive=true")
         data = json.loads(path.read_text())
         if data.get("format") != FORMAT:
-            raise ValueError(f"policy: {path} is not a {FORMAT} file")
+            raise ConfigError(f"policy: {path} is not a {FORMAT} file")
         return cls(stages=[SubnetConfig(s["resolution"], s["width"]) for s in data["stages"]],
                    stage_madds=[float(s["madds"]) for s in data["stages"]], score=data["score"],
                    ensemble=bool(data["ensemble"]), log_weights=data.get("log_weights"),

@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from ..data.datamodule import TransformedDataset
 from ..data.datasets import build_dataset
+from ..errors import ConfigError
+from ..models.inference_policy import InferencePolicy
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 from .accuracy import device_batches
@@ -53,7 +55,7 @@ def heldout_images(datamodule, count: int) -> tuple[Dataset, str]:
     used the whole training split there is nothing held out: the first ``count`` images of that
     permutation are used and the sentence says their confidences are optimistic."""
     if count < 1:
-        raise ValueError(f"cascade.calibration_images: must be >= 1, got {count}")
+        raise ConfigError(f"cascade.calibration_images: must be >= 1, got {count}")
     kwargs = dict(datamodule.synthetic)
     used = datamodule.train_samples
     if datamodule.entry.generated:
@@ -84,10 +86,10 @@ def calibration_batches(datamodule, dataset: Dataset, device: torch.device) -> I
 
 # ------------------------------------------------------------------------------------ logits
 @torch.no_grad()
-def collect_logits(net: SwitchableNet, batches, configs: Sequence[SubnetConfig], bn_modes: Mapping[SubnetConfig, str],
+def collect_logits(net: SwitchableNet, batches, configs: Sequence[SubnetConfig], inference: InferencePolicy,
                    limit_batches: int | None = None, desc: str = "logits") -> tuple[dict[SubnetConfig, Tensor], Tensor]:
     """``({config: logits (N, K) float on the CPU}, targets (N,))`` over ``batches`` (``MultiResBatch``
-    each), every configuration with its BN mode (``net.switch(config, bn_modes[config])``)."""
+    each), every configuration as the inference policy runs it (``inference.switch(config)``)."""
     was_training = net.training
     net.eval()
     parts: dict[SubnetConfig, list[Tensor]] = {c: [] for c in configs}
@@ -96,12 +98,12 @@ def collect_logits(net: SwitchableNet, batches, configs: Sequence[SubnetConfig],
         if limit_batches is not None and i >= limit_batches:
             break
         for config in configs:
-            with net.switch(config, bn_modes[config]):
+            with inference.switch(config):
                 parts[config].append(net(batch.at(config.resolution)).float().cpu())
         targets.append(batch.targets.cpu())
     net.train(was_training)
     if not targets:
-        raise ValueError("data: no images to evaluate the cascade on")
+        raise ConfigError("data: no images to evaluate the cascade on")
     return {c: torch.cat(p) for c, p in parts.items()}, torch.cat(targets)
 
 
@@ -133,9 +135,12 @@ def budget_sweep(stage_madds: Sequence[float], extra: float | None = None) -> li
 
 # --------------------------------------------------------------------------------------- job
 def run_adaptive(net: SwitchableNet, method, datamodule, configs: Sequence[SubnetConfig],
-                 bn_modes: Mapping[SubnetConfig, str], options: Mapping[str, Any], run_dir: Path,
+                 inference: InferencePolicy, options: Mapping[str, Any], run_dir: Path,
                  checkpoint: str, label: str, limit_batches: int | None = None) -> list[dict[str, Any]]:
     """Fit, evaluate and write (module docstring); returns the ``adaptive.csv`` rows.
+
+    ``inference``: how each configuration runs; its BN statistics must be ready
+    (:func:`.checkpoint_eval.prepare_bn`).
 
     ``options``: ``score``, ``ensemble``, ``calibration_images``, ``budget_madds`` (or ``None``),
     ``store`` (also write the policy beside the checkpoint)."""
@@ -145,18 +150,17 @@ def run_adaptive(net: SwitchableNet, method, datamodule, configs: Sequence[Subne
     user_budget = options.get("budget_madds")
     if user_budget is not None and user_budget < min(madds.values()):
         cheapest = min(configs, key=lambda c: madds[c])
-        raise ValueError(f"budget.madds: {human_count(user_budget)} is below the cheapest configuration "
+        raise ConfigError(f"budget.madds: {human_count(user_budget)} is below the cheapest configuration "
                          f"(w{cheapest.width:g}@{cheapest.resolution}, {human_count(madds[cheapest])} MAdds); "
                          "give at least that")
     dataset, source = heldout_images(datamodule, int(options["calibration_images"]))
     cal_logits, cal_targets = collect_logits(net, calibration_batches(datamodule, dataset, device), configs,
-                                             bn_modes, desc="calibration logits")
+                                             inference, desc="calibration logits")
     val_logits, val_targets = collect_logits(net, device_batches(datamodule, datamodule.val_dataloader(), device),
-                                             configs, bn_modes, limit_batches=limit_batches, desc="validation logits")
+                                             configs, inference, limit_batches=limit_batches, desc="validation logits")
     measured = [{"resolution": c.resolution, "width": c.width, "madds": madds[c], "top1": top1(cal_logits[c], cal_targets),
                  "config": c} for c in configs]
-    slimmable = net.spec.get("layers") == "slimmable"
-    stages = [row["config"] for row in cascade_stages(measured, frontier=slimmable)]
+    stages = [row["config"] for row in cascade_stages(measured, frontier=inference.widths.slimmable)]
     stage_madds = [float(madds[c]) for c in stages]
     policy = AdaptivePolicy(stages=stages, stage_madds=stage_madds, score=options["score"],
                             ensemble=bool(options["ensemble"]), log_weights=ensemble_log_weights(method, stages),

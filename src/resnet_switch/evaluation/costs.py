@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models import build_switchable
+from ..errors import ConfigError
+from ..models import create_model
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig, check_resolutions
 
@@ -44,7 +45,7 @@ def count_costs(net: SwitchableNet | nn.Module, config: SubnetConfig) -> tuple[i
     plain.eval()
     first_conv = next((m for m in plain.modules() if isinstance(m, nn.Conv2d)), None)
     if first_conv is None:
-        raise ValueError("model: count_costs needs a network with a Conv2d (its input gives the image channels)")
+        raise ConfigError("model: count_costs needs a network with a Conv2d (its input gives the image channels)")
     weight = first_conv.weight
     r = config.resolution
     image = torch.zeros(1, first_conv.in_channels, r, r, device=weight.device, dtype=weight.dtype)
@@ -114,14 +115,14 @@ def human(value: float) -> str:
 
 def check_widths(widths: Sequence) -> list[float]:
     if not widths:
-        raise ValueError("widths: empty; give at least one width multiplier, e.g. widths=[1.0]")
+        raise ConfigError("widths: empty; give at least one width multiplier, e.g. widths=[1.0]")
     out = []
     for w in widths:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 < float(w) <= 1.0:
-            raise ValueError(f"widths: {w!r} is not in (0, 1]; use multipliers like [1.0,0.75,0.5]")
+            raise ConfigError(f"widths: {w!r} is not in (0, 1]; use multipliers like [1.0,0.75,0.5]")
         out.append(float(w))
     if len(set(out)) != len(out):
-        raise ValueError(f"widths: duplicate entries in {out}; list each width once")
+        raise ConfigError(f"widths: duplicate entries in {out}; list each width once")
     return out
 
 
@@ -140,9 +141,9 @@ def cost_table(model: str, resolutions: Sequence[int], widths: Sequence[float] =
     widths = check_widths(widths)
     layers = layers_for_widths(widths)
     if quant is not None and layers != "plain":
-        raise ValueError("widths: quantized networks are not slimmable; use widths=[1.0] with quant=lq")
-    net = build_switchable(model, resolutions, layers=layers, widths=sorted(widths, reverse=True),
-                           num_classes=num_classes, in_channels=in_channels, quant=quant, **backbone_kwargs)
+        raise ConfigError("widths: quantized networks are not slimmable; use widths=[1.0] with quant=lq")
+    net = create_model(model, resolutions, layers=layers, widths=sorted(widths, reverse=True),
+                       num_classes=num_classes, in_channels=in_channels, quant=quant, **backbone_kwargs)
     rows = []
     for r in resolutions:
         for w in widths:

@@ -5,9 +5,10 @@ A row is ``{width, resolution, madds, params, latency_ms, top1, top5}`` (``laten
 ``None`` when not measured). Selection and the Pareto frontier are pure functions of rows, so the
 runtime API can use them on a table read back with :func:`read_query_table`.
 
-Width grid: ``lo, lo + step, ..., hi``. Two widths whose sub-networks have the same channel counts
-in every layer (and, for S-Net, the same private BN set) are one configuration; the table keeps the
-LARGEST width of such a group as its label (so the full network is always width 1.0).
+Width grid: ``lo, lo + step, ..., hi`` (:meth:`~resnet_switch.models.inference_policy.WidthRule.query_grid`).
+Two widths whose sub-networks have the same channel counts in every layer (and, for S-Net, the same
+private BN set) are one configuration (:func:`~resnet_switch.models.inference_policy.unique_widths`);
+the table keeps the LARGEST width of such a group as its label (so the full network is always width 1.0).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..layers.slimmable import ChannelDim
-from ..models.switchable import SwitchableNet
+from ..errors import ConfigError
 from .reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
 
 COLUMNS = ("width", "resolution", "madds", "params", "latency_ms", "top1", "top5")
@@ -38,16 +38,16 @@ _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", r
 def parse_count(value: Any, field: str = "budget.madds") -> float:
     """``150000000``, ``1.5e8``, ``'150M'``, ``'1.2G'``, ``'900k'`` -> a positive float."""
     if isinstance(value, bool):
-        raise ValueError(f"{field}: {value!r} is not a number; use e.g. 150M, 1.2G or 150000000")
+        raise ConfigError(f"{field}: {value!r} is not a number; use e.g. 150M, 1.2G or 150000000")
     if isinstance(value, (int, float)):
         number = float(value)
     else:
         match = _COUNT.match(str(value))
         if match is None:
-            raise ValueError(f"{field}: cannot read {value!r}; use a number with an optional unit k/M/G, e.g. 150M")
+            raise ConfigError(f"{field}: cannot read {value!r}; use a number with an optional unit k/M/G, e.g. 150M")
         number = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{field}: must be positive, got {value!r}")
+        raise ConfigError(f"{field}: must be positive, got {value!r}")
     return number
 
 
@@ -56,62 +56,19 @@ def parse_positive(value: Any, field: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{field}: {value!r} is not a number; give a positive number, e.g. {field}=5") from None
+        raise ConfigError(f"{field}: {value!r} is not a number; give a positive number, e.g. {field}=5") from None
     if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{field}: must be a positive number, got {value!r}")
+        raise ConfigError(f"{field}: must be a positive number, got {value!r}")
     return number
 
 
-# -------------------------------------------------------------------------------- width grid
-def width_grid(lo: float, hi: float = 1.0, step: float = 0.05) -> list[float]:
-    """``[lo, lo + step, ...]`` up to ``hi``, ``hi`` always included; rounded to 6 decimals
-    (``SubnetConfig``'s precision), ascending."""
-    if not 0.0 < step <= 1.0:
-        raise ValueError(f"width_step: must be in (0, 1], got {step!r}")
-    if not 0.0 < lo <= hi <= 1.0:
-        raise ValueError(f"widths: need 0 < lo <= hi <= 1, got lo={lo}, hi={hi}")
-    count = math.floor((hi - lo) / step + 1e-9) + 1
-    widths = [round(lo + k * step, 6) for k in range(count)]
-    if widths[-1] < round(hi, 6):
-        widths.append(round(hi, 6))
-    return widths
-
-
-def channel_signature(net: SwitchableNet, width: float) -> tuple:
-    """What makes the sub-network at ``width`` what it is: ``(out, in)`` channels of every conv and
-    linear layer (computed from the layers' channel rules, no materialisation) plus the private BN
-    set of S-Net's per-width BN. Equal signatures = the same plain network."""
-    width = round(float(width), 6)
-    signature: list[tuple] = []
-    for module in net.modules():
-        in_dim, out_dim = getattr(module, "in_dim", None), getattr(module, "out_dim", None)
-        if isinstance(in_dim, ChannelDim) and isinstance(out_dim, ChannelDim):
-            signature.append((out_dim.active(width), in_dim.active(width)))
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            signature.append(tuple(module.weight.shape[:2]))
-        index_of_width = getattr(module, "index_of_width", None)
-        if isinstance(index_of_width, Mapping):
-            signature.append(("bn_set", index_of_width.get(width)))
-    return tuple(signature)
-
-
-def unique_widths(net: SwitchableNet, widths: Sequence[float]) -> dict[float, list[float]]:
-    """``{kept width: [all widths with its channel signature]}``, kept = the largest of each group,
-    ordered from the largest kept width down."""
-    groups: dict[tuple, list[float]] = {}
-    for w in sorted({round(float(w), 6) for w in widths}):
-        groups.setdefault(channel_signature(net, w), []).append(w)
-    return {max(g): g for g in sorted(groups.values(), key=max, reverse=True)}
-
-
-# ----------------------------------------------------------------------------------- latency
-@torch.inference_mode()
+# ------------------------------------------------------------------------------------ latency
 def measure_latency_ms(model: nn.Module, resolution: int, in_channels: int = 3, runs: int = 20,
                        warmup: int = 5, threads: int = 1) -> float:
     """Median CPU wall time (ms) of ``model`` on one ``(1, in_channels, r, r)`` image over ``runs``
     calls after ``warmup`` calls, with ``torch.set_num_threads(threads)`` (restored afterwards)."""
     if runs < 1:
-        raise ValueError(f"latency_runs: must be at least 1, got {runs}")
+        raise ConfigError(f"latency_runs: must be at least 1, got {runs}")
     model = model.cpu().eval()
     image = torch.randn(1, in_channels, resolution, resolution)
     previous = torch.get_num_threads()
@@ -155,16 +112,16 @@ def select_under_budget(rows: Sequence[Mapping[str, Any]], madds: float | None =
     """The most accurate row with ``madds <= madds`` and ``latency_ms <= latency_ms`` (each bound
     only when given); ties on top-1 go to fewer MAdds, then lower latency, then fewer parameters.
 
-    Raises ``ValueError`` (message starts with ``budget:``) when no row fits."""
+    Raises ``ConfigError`` (message starts with ``budget:``) when no row fits."""
     if not rows:
-        raise ValueError("budget: the query table is empty")
+        raise ConfigError("budget: the query table is empty")
     if latency_ms is not None and any(r.get("latency_ms") is None for r in rows):
-        raise ValueError("budget.latency_ms: the table has no latency measurements (latency_runs=0)")
+        raise ConfigError("budget.latency_ms: the table has no latency measurements (latency_runs=0)")
     fits = [r for r in rows
             if (madds is None or r["madds"] <= madds) and (latency_ms is None or r["latency_ms"] <= latency_ms)]
     if not fits:
         cheapest = min(rows, key=lambda r: (r["latency_ms"], r["madds"]) if madds is None else (r["madds"],))
-        raise ValueError(
+        raise ConfigError(
             f"budget: no configuration fits {budget_text(madds, latency_ms)}; the cheapest is width "
             f"{cheapest['width']:g} @ {cheapest['resolution']} ({human_count(cheapest['madds'])} MAdds"
             + (f", {cheapest['latency_ms']:.2f} ms)" if cheapest.get("latency_ms") is not None else ")")
@@ -237,7 +194,7 @@ def log_to_wandb(rows: Sequence[Mapping[str, Any]], plot: Path, start: bool = Fa
         try:
             import wandb
         except ImportError:
-            raise ValueError("wandb: true needs the wandb package; pip install wandb or set wandb=false") from None
+            raise ConfigError("wandb: true needs the wandb package; pip install wandb or set wandb=false") from None
     if not active:
         wandb.init(**dict(init_kwargs or {}))
     try:

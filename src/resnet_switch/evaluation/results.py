@@ -35,7 +35,7 @@ def final_results(trainer, module, datamodule) -> list[dict]:
         rows = [dict(row) for row in last[1]]
     else:
         module.recalibrate(datamodule)
-        rows = evaluate_configs(module.net, datamodule, module.eval_configs, bn_mode=module.eval_bn_mode,
+        rows = evaluate_configs(module.net, datamodule, module.eval_configs, policy=module.policy,
                                 limit_batches=limit, progress=trainer.is_global_zero)
     return add_costs(rows, module.net)
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..user_files import existing_file, load_json
 from .seed_stats import Result
 
 RUN_INFO_FILE = "run.json"
@@ -40,7 +42,7 @@ def evaluation_run_info(ckpt: str | Path, bn_mode: str | None, label: str | None
     ``_<bn_mode>`` appended when a BN mode was asked; the training run's seed (else ``checkpoint_seed()``).
     None when neither a label nor a seed can be told."""
     trained = Path(ckpt).resolve().parent.parent / RUN_INFO_FILE
-    info = json.loads(trained.read_text()) if trained.is_file() else {}
+    info = load_json(trained, "ckpt", "its training folder's run.json is damaged; pass label=") if trained.is_file() else {}
     seed = info["seed"] if "seed" in info else checkpoint_seed()
     name = label or (info.get("label") and (f"{info['label']}_{bn_mode}" if bn_mode else info["label"]))
     if seed is None or not name:
@@ -53,7 +55,7 @@ def run_dirs(path: Path) -> list[Path]:
     """The finished run directories at or under ``path`` (``run.json`` beside ``results.csv``)."""
     runs = sorted(p.parent for p in Path(path).rglob(RUN_INFO_FILE) if (p.parent / RESULTS_FILE).is_file())
     if not runs:
-        raise ValueError(f"report: {path} holds no finished run ({RUN_INFO_FILE} + {RESULTS_FILE}); "
+        raise ConfigError(f"report: {path} holds no finished run ({RUN_INFO_FILE} + {RESULTS_FILE}); "
                          "pass run directories written by resnet_switch.train or a results CSV")
     return runs
 
@@ -70,7 +72,7 @@ def read_results(paths: Iterable[str | Path], metric: str = "top1") -> list[Resu
             for run in run_dirs(path):
                 out += read_run(run, metric)
         else:
-            raise ValueError(f"report: no file or directory {path}")
+            raise ConfigError(f"report: no file or directory {path}")
     return out
 
 
@@ -81,34 +83,54 @@ def wall_times(paths: Iterable[str | Path]) -> dict[str, list[float]]:
     for raw in paths:
         if Path(raw).is_dir():
             for run in run_dirs(Path(raw)):
-                info = json.loads((run / RUN_INFO_FILE).read_text())
+                info = read_run_info(run)
                 if "wall_s" in info and not info.get("resumed"):
                     out.setdefault(info["label"], []).append(float(info["wall_s"]))
     return out
 
 
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """A run folder's ``run.json`` (written by ``train`` / ``evaluate``): a damaged one, or one without
+    its ``label`` and ``seed``, is a one-line :class:`ConfigError`."""
+    path = Path(run_dir) / RUN_INFO_FILE
+    hint = "rerun the run, or remove the folder from the report's paths"
+    info = load_json(path, "report", hint)
+    if not isinstance(info, dict) or not {"label", "seed"} <= set(info):
+        raise ConfigError(f"report: {path} has no label and seed; {hint}")
+    return info
+
+
 def read_run(run_dir: Path, metric: str = "top1") -> list[Result]:
-    info = json.loads((run_dir / RUN_INFO_FILE).read_text())
-    rows = _rows(run_dir / RESULTS_FILE, metric)
-    return [Result(info["label"], int(info["seed"]), int(r["resolution"]), float(r.get("width") or 1.0),
-                   float(r[metric])) for r in rows]
+    info = read_run_info(run_dir)
+    path = Path(run_dir) / RESULTS_FILE
+    rows = _rows(path, metric)
+    return [_result(path, info["label"], info["seed"], r, metric) for r in rows]
 
 
 def read_long_csv(path: Path, metric: str = "top1") -> list[Result]:
     rows = _rows(path, metric)
     label = next((c for c in LABEL_COLUMNS if c in rows[0]), None)
     if label is None or "seed" not in rows[0] or "resolution" not in rows[0]:
-        raise ValueError(f"report: {path} needs columns seed, resolution, {metric} and one of "
+        raise ConfigError(f"report: {path} needs columns seed, resolution, {metric} and one of "
                          f"{', '.join(LABEL_COLUMNS)}; got {', '.join(rows[0])}")
-    return [Result(r[label], int(r["seed"]), int(r["resolution"]), float(r.get("width") or 1.0),
-                   float(r[metric])) for r in rows]
+    return [_result(path, r[label], r["seed"], r, metric) for r in rows]
+
+
+def _result(path: Path, label: str, seed: Any, row: dict[str, str], metric: str) -> Result:
+    """One row as a :class:`Result`; a value that is not a number is a one-line :class:`ConfigError`."""
+    try:
+        return Result(label, int(seed), int(row["resolution"]), float(row.get("width") or 1.0), float(row[metric]))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"report: {path}: a row has a value that is not a number ({err}): {row}") from None
 
 
 def _rows(path: Path, metric: str) -> list[dict[str, str]]:
+    existing_file(path, "report", f"write it with python -m resnet_switch.train or evaluate, or give {path.parent}'s "
+                  "results as a long CSV")
     with Path(path).open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"report: {path} has no rows")
+        raise ConfigError(f"report: {path} has no rows")
     if metric not in rows[0]:
-        raise ValueError(f"metric: {path} has no column {metric!r}; columns: {', '.join(rows[0])}")
+        raise ConfigError(f"metric: {path} has no column {metric!r}; columns: {', '.join(rows[0])}")
     return rows

@@ -5,7 +5,8 @@ A *result* is one measured number of one run: ``Result(label, seed, resolution, 
 ``(label, resolution, width)``; two labels are compared on the seeds both have (paired: same seed,
 same data order), so seed-to-seed noise common to both cancels.
 
-Intervals: ``t`` (default) is ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` over the paired differences;
+Intervals: ``t`` (default) is ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` over the paired differences
+(the exact Student-t quantile at every ``n - 1``, :func:`t_quantile`);
 ``bootstrap`` is the 2.5 / 97.5 percentile of the mean over 10 000 resamples of the seeds (fixed
 generator: the same numbers every time). A difference is *shown* when its interval excludes 0.
 """
@@ -19,10 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-# Student t 0.975 quantiles for 1..30 degrees of freedom (above 30 the normal 1.96 is within 2 %)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
+from ..errors import ConfigError
+
 INTERVALS = ("t", "bootstrap")
 BOOTSTRAP_RESAMPLES = 10_000
 
@@ -73,23 +72,55 @@ class PairedDifference:
         return "~"
 
 
-def t_quantile_975(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` >= 1 degrees of freedom."""
-    if df < 1:
-        raise ValueError(f"t interval needs >= 2 seeds, got df={df}")
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+def _central_mass_at_angle(theta: float, df: int) -> float:
+    """``P(|T| <= sqrt(df) tan(theta))`` for Student's t with an integer ``df >= 1``: the exact finite
+    series of Abramowitz & Stegun 26.7.3 (odd ``df``) and 26.7.4 (even ``df``); it rises from 0 at
+    ``theta = 0`` to 1 at ``theta = pi/2``."""
+    c2 = math.cos(theta) ** 2
+    term = total = 1.0
+    if df % 2:  # (2/pi) (theta + sin cos (1 + 2/3 c^2 + 2*4/(3*5) c^4 + ... up to c^(df-3)))
+        if df == 1:
+            return 2.0 * theta / math.pi
+        for k in range(1, (df - 1) // 2):
+            term *= c2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2.0 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    for k in range(1, df // 2):  # sin (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... up to c^(df-2))
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with an integer ``df >= 1`` (e.g. ``t_quantile(0.975, 2)`` =
+    4.3027): the central mass ``2p - 1`` inverted by bisection on ``theta = atan(t / sqrt(df))`` in
+    ``[0, pi/2]`` until the interval stops shrinking (double precision)."""
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"df must be an integer >= 1 (two or more values), got {df!r}")
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie in (0, 1), got {p!r}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    mass = 2.0 * p - 1.0
+    lo, hi = 0.0, math.pi / 2
+    while (mid := 0.5 * (lo + hi)) not in (lo, hi):
+        if _central_mass_at_angle(mid, df) < mass:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(df) * math.tan(lo)
 
 
 def mean_interval(values: Sequence[float], method: str = "t") -> tuple[float, float, float]:
     """``(mean, low, high)``: the 95 % interval of the mean of ``values`` (``low == high == mean`` for one)."""
     if method not in INTERVALS:
-        raise ValueError(f"interval: unknown {method!r}; choose one of {list(INTERVALS)}")
+        raise ConfigError(f"interval: unknown {method!r}; choose one of {list(INTERVALS)}")
     n = len(values)
     mean = statistics.fmean(values)
     if n < 2:
         return mean, mean, mean
     if method == "t":
-        half = t_quantile_975(n - 1) * statistics.stdev(values) / math.sqrt(n)
+        half = t_quantile(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n)
         return mean, mean - half, mean + half
     data = torch.tensor(values, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
@@ -105,7 +136,7 @@ def group(results: Iterable[Result]) -> dict[tuple[str, int, float], dict[int, f
     for r in results:
         seeds = groups.setdefault((r.label, r.resolution, r.width), {})
         if r.seed in seeds:
-            raise ValueError(f"report: two results for {r.label} seed {r.seed} at {r.resolution} px width "
+            raise ConfigError(f"report: two results for {r.label} seed {r.seed} at {r.resolution} px width "
                              f"{r.width:g}; give each run once (or label runs apart)")
         seeds[r.seed] = r.value
     return groups
@@ -129,7 +160,7 @@ def paired_differences(results: Iterable[Result], better: str, worse: str,
     labels = {k[0] for k in groups}
     for label in (better, worse):
         if label not in labels:
-            raise ValueError(f"pair: no results labelled {label!r}; labels: {sorted(labels)}")
+            raise ConfigError(f"pair: no results labelled {label!r}; labels: {sorted(labels)}")
     out = []
     for (label, res, width), a in groups.items():
         if label != better or (worse, res, width) not in groups:
@@ -148,7 +179,7 @@ def claim_verdict(diffs: Sequence[PairedDifference], resolutions: Sequence[int] 
     opposite is shown at one of them, else ``not shown`` (an interval spans 0)."""
     chosen = [d for d in diffs if resolutions is None or d.resolution in resolutions]
     if not chosen:
-        raise ValueError("claim: no paired results at the asked resolutions")
+        raise ConfigError("claim: no paired results at the asked resolutions")
     if any(d.verdict == "<" for d in chosen):
         return "does not hold"
     return "holds" if all(d.verdict == ">" for d in chosen) else "not shown"

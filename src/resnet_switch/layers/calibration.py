@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..switch import SubnetConfig
 
 
@@ -56,7 +57,7 @@ class CalibratedStatsMixin:
         try:
             return self.calibrated[config.key()]
         except KeyError:
-            raise KeyError(
+            raise ConfigError(
                 f"bn_mode=calibrated: no statistics for {config}; run calibrate_bn for it first"
             ) from None
 
@@ -108,7 +109,7 @@ def calibrate_bn(
     if used < num_samples:
         for layer in layers:
             layer._acc = None
-        raise ValueError(
+        raise ConfigError(
             f"calibration.num_samples: asked for {num_samples} images but the loader gave {used}"
         )
     for layer in layers:

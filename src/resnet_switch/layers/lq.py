@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..switch import SwitchState
 
 BITS = (1, 2, 3, 4)  # quantized bit widths; 32 means "not quantized"
@@ -38,9 +39,9 @@ ACT_BASIS_UPDATES = ("all", "highest")
 
 
 def check_bits(bits, field: str) -> int:
-    """``bits`` as an int in 1..4 or 32, else a one-line ``ValueError`` naming ``field``."""
+    """``bits`` as an int in 1..4 or 32, else a one-line ``ConfigError`` naming ``field``."""
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in (*BITS, FLOAT_BITS):
-        raise ValueError(f"{field}: must be 1, 2, 3, 4 or 32 (32 = not quantized), got {bits!r}")
+        raise ConfigError(f"{field}: must be 1, 2, 3, 4 or 32 (32 = not quantized), got {bits!r}")
     return bits
 
 
@@ -222,7 +223,7 @@ class LQWeightQuantizer(nn.Module):
         super().__init__()
         self.bits = check_bits(bits, "quant.weight_bits")
         if bits == FLOAT_BITS:
-            raise ValueError("quant.weight_bits: 32 means no quantizer; do not build one")
+            raise ConfigError("quant.weight_bits: 32 means no quantizer; do not build one")
         self.register_buffer("basis", initial_weight_basis(out_channels, bits, kernel_numel))
         self._cache: tuple | None = None  # (key, quantized weight)
 
@@ -326,11 +327,11 @@ class LQActQuantizer(nn.Module):
         super().__init__()
         self.bits = check_bits(bits, "quant.act_bits")
         if bits == FLOAT_BITS:
-            raise ValueError("quant.act_bits: 32 means no quantizer; do not build one")
+            raise ConfigError("quant.act_bits: 32 means no quantizer; do not build one")
         if update not in ACT_BASIS_UPDATES:
-            raise ValueError(f"quant.act_basis_update: unknown {update!r}; choose one of {list(ACT_BASIS_UPDATES)}")
+            raise ConfigError(f"quant.act_basis_update: unknown {update!r}; choose one of {list(ACT_BASIS_UPDATES)}")
         if update == "highest" and state is None:
-            raise ValueError("quant.act_basis_update: 'highest' needs the network's switch state")
+            raise ConfigError("quant.act_basis_update: 'highest' needs the network's switch state")
         self.state = state
         self.update = update
         self.register_buffer("basis", initial_act_basis(bits))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..registry import Registry
 from ..switch import SwitchState
 from .contracts import SwitchableLeaf
@@ -99,7 +100,7 @@ class QuantLayers:
     def __init__(self, inner: PlainLayers, weight_bits: int = 2, act_bits: int = FLOAT_BITS,
                  act_basis_update: str = "all"):
         if type(inner) not in QUANTIZABLE_FACTORIES:
-            raise ValueError(f"quant: layers of type {type(inner).__name__} cannot be quantized; "
+            raise ConfigError(f"quant: layers of type {type(inner).__name__} cannot be quantized; "
                              "use method=individual|parallel|rsnet")
         self.inner = inner
         self.state = inner.state
@@ -127,12 +128,12 @@ def check_quant_spec(quant: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     unknown = set(quant) - {"weight_bits", "act_bits", "act_basis_update"}
     if unknown:
-        raise ValueError(f"quant.{sorted(unknown)[0]}: unknown setting; use weight_bits, act_bits, act_basis_update")
+        raise ConfigError(f"quant.{sorted(unknown)[0]}: unknown setting; use weight_bits, act_bits, act_basis_update")
     weight_bits = check_bits(quant.get("weight_bits", 2), "quant.weight_bits")
     act_bits = check_bits(quant.get("act_bits", FLOAT_BITS), "quant.act_bits")
     update = quant.get("act_basis_update", "all")
     if update not in ACT_BASIS_UPDATES:
-        raise ValueError(f"quant.act_basis_update: unknown {update!r}; choose one of {list(ACT_BASIS_UPDATES)}")
+        raise ConfigError(f"quant.act_basis_update: unknown {update!r}; choose one of {list(ACT_BASIS_UPDATES)}")
     return {"weight_bits": weight_bits, "act_bits": act_bits, "act_basis_update": update}
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ..errors import ConfigError
 from ..switch import SwitchState
 from .contracts import SwitchableLeaf
 from .factory import PlainLayers, base_role, register_layer_factory
@@ -52,7 +53,7 @@ def check_encodings(encodings, train_resolutions) -> tuple[float, ...] | None:
     values = list(encodings) if isinstance(encodings, (list, tuple)) else None
     if values is None or len(values) != len(train_resolutions) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise ValueError(f"method.encodings: need one number per training resolution {list(train_resolutions)}, "
+        raise ConfigError(f"method.encodings: need one number per training resolution {list(train_resolutions)}, "
                          f"got {encodings!r}; e.g. the official SAN encodings [0.7, 0.6, 0.5, 0.4, 0.3]")
     return tuple(float(v) for v in values)
 
@@ -155,7 +156,7 @@ def build_meta(meta: str, shape: tuple[int, ...]) -> LinearMeta | MLPMeta:
     match = re.fullmatch(r"mlp(\d+)", meta)
     if match and int(match.group(1)) > 0:
         return MLPMeta(shape, int(match.group(1)))
-    raise ValueError(f"method.meta: unknown meta-learner {meta!r}; choose linear, mlp8 or mlp16")
+    raise ConfigError(f"method.meta: unknown meta-learner {meta!r}; choose linear, mlp8 or mlp16")
 
 
 def encoding_resolution(state: SwitchState) -> int:
@@ -193,7 +194,7 @@ class ScaleConv2d(SwitchableLeaf):
                  meta: str = "linear", scale: float = 0.1, dilation: int = 1, encodings=None):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"ScaleConv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
+            raise ConfigError(f"ScaleConv2d: channels {in_channels}->{out_channels} not divisible by groups={groups}")
         self.state = state
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -341,7 +342,7 @@ def meta_roles_arg(meta_roles) -> str | tuple[str, ...]:
         return RESNET_META_ROLES
     if isinstance(meta_roles, str):
         if meta_roles != ALL_CONVS:
-            raise ValueError(f"method.meta_roles: {meta_roles!r}; give 'all' or a list such as [body, shortcut]")
+            raise ConfigError(f"method.meta_roles: {meta_roles!r}; give 'all' or a list such as [body, shortcut]")
         return ALL_CONVS
     return tuple(str(r) for r in meta_roles)
 

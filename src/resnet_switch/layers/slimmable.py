@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..models.channels import make_divisible
 from ..switch import SwitchState
 from .calibration import CalibratedStatsMixin
@@ -75,7 +76,7 @@ class SlimmableConv2d(SwitchableLeaf, nn.Conv2d):
         super().__init__(in_dim.full, out_dim.full, kernel_size, stride, padding, groups=groups, bias=bias)
         self.depthwise = groups > 1 and groups == in_dim.full == out_dim.full
         if groups > 1 and not (self.depthwise and in_dim == out_dim):
-            raise ValueError(f"SlimmableConv2d: groups={groups} must be 1 or depthwise with equal dims")
+            raise ConfigError(f"SlimmableConv2d: groups={groups} must be 1 or depthwise with equal dims")
         self.state, self.in_dim, self.out_dim = state, in_dim, out_dim
 
     def active_params(self) -> tuple[Tensor, Tensor | None, int]:
@@ -228,7 +229,7 @@ class WidthPrivateBatchNorm2d(CalibratedStatsMixin, SwitchableLeaf):
         width = self.state.config.width
         k = self.index_of_width.get(width)
         if k is None:
-            raise ValueError(f"width {width} has no private BN; S-Net runs only widths {list(self.state.widths)}")
+            raise ConfigError(f"width {width} has no private BN; S-Net runs only widths {list(self.state.widths)}")
         return self.sets[k]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -289,10 +290,10 @@ class SlimmableLayers(PlainLayers):
                  min_channels: int | None = None, role_ratios: dict | None = None):
         super().__init__(state)
         if isinstance(divisor, bool) or int(divisor) != divisor or divisor < 1:
-            raise ValueError(f"layer_kwargs.divisor: must be a positive integer, got {divisor!r}")
+            raise ConfigError(f"layer_kwargs.divisor: must be a positive integer, got {divisor!r}")
         if min_channels is not None and (isinstance(min_channels, bool) or int(min_channels) != min_channels
                                          or min_channels < 1):
-            raise ValueError(f"method.min_channels: must be a positive integer or null, got {min_channels!r}")
+            raise ConfigError(f"method.min_channels: must be a positive integer or null, got {min_channels!r}")
         self.role_ratios = check_role_ratios(role_ratios)
         self.divisor = int(divisor)
         self.min_channels = None if min_channels is None else int(min_channels)
@@ -346,12 +347,12 @@ def check_role_ratios(role_ratios) -> dict[str, float]:
     if role_ratios is None:
         return {}
     if not isinstance(role_ratios, dict):
-        raise ValueError(f"method.role_ratios: expected a mapping like {{stem: 0.25, mid: 0.25}}, got {role_ratios!r}")
+        raise ConfigError(f"method.role_ratios: expected a mapping like {{stem: 0.25, mid: 0.25}}, got {role_ratios!r}")
     out = {}
     for role, ratio in role_ratios.items():
         if role not in ROLES:
-            raise ValueError(f"method.role_ratios: unknown role {role!r}; choose from {list(ROLES)}")
+            raise ConfigError(f"method.role_ratios: unknown role {role!r}; choose from {list(ROLES)}")
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0:
-            raise ValueError(f"method.role_ratios.{role}: must be a positive number, got {ratio!r}")
+            raise ConfigError(f"method.role_ratios.{role}: must be a positive number, got {ratio!r}")
         out[str(role)] = float(ratio)
     return out

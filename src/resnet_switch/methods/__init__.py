@@ -1,8 +1,8 @@
-"""Methods (registered in their modules, :mod:`.registry`): ``method.name`` -> class."""
+"""Methods (each registers itself in its module, :mod:`.registry`; the registry imports every module
+of this package on its first lookup): ``method.name`` -> class."""
 
 from __future__ import annotations
 
-from . import mutualnet, rsnet, san  # noqa: F401  (each registers its methods)
 from .base import Method
 from .registry import METHODS, build_method, list_methods, register_method
 

@@ -2,7 +2,9 @@
 and one training step that calls ``backward`` once or once per configuration.
 
 A method is an ``nn.Module`` so its own parameters (RS-Net's ensemble weights alpha) live in the
-checkpoint; :meth:`no_decay_parameters` go to the optimizer without weight decay.
+checkpoint; :meth:`no_decay_parameters` go to the optimizer without weight decay. It is the layer
+choice :func:`resnet_switch.models.create_model` builds the network from
+(:class:`~resnet_switch.models.create.LayerChoice`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from ..data.multires import MultiResBatch
+from ..errors import ConfigError
+from ..layers.quant import QUANTIZABLE_LAYERS
+from ..models.registry import BACKBONES
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig, check_resolutions
 
@@ -28,7 +33,10 @@ class Method(nn.Module):
     """
 
     layers = "private_bn"
-    per_config_backward = False  # True: backward once per configuration (DDP syncs only the last)
+    registered_name = ""  # ``method.name`` (set by register_method; named in messages)
+    # True: training_step calls backward once per configuration of the step (teacher first; one graph
+    # alive), False: once for all of them (backward_calls follows from it)
+    per_config_backward = False
     default_bn_mode = "nearest"  # evaluate's bn_mode for unseen resolutions when none is given
     needs_calibration = False  # True: BN statistics are recalibrated per configuration before evaluation
     # the training crop the method's data needs (``data.crop`` reads ``method.crop``): ``single`` (one crop,
@@ -49,9 +57,29 @@ class Method(nn.Module):
         """Widths the network is built for (its ``SwitchState.widths``)."""
         return self.widths
 
+    def configs_per_step(self) -> int:
+        """How many configurations one training step runs (default: the :meth:`train_configs`)."""
+        return len(self.train_configs())
+
     def backward_calls(self) -> int:
-        """How many times :meth:`training_step` calls ``backward`` (DDP syncs gradients on the last)."""
-        return 1
+        """How many times :meth:`training_step` calls ``backward`` (DDP syncs gradients on the last):
+        one per configuration with :attr:`per_config_backward`, else one."""
+        return self.configs_per_step() if self.per_config_backward else 1
+
+    def check_backbone(self, backbone: str, quant: dict | None) -> None:
+        """One-line refusal when this method cannot run on ``backbone`` (before anything is built):
+        ``quant`` asked of layers that are not plain convs (SAN's generated kernels, slimmable
+        widths), or layers the backbone cannot be built with (converted torchvision/timm models: no
+        slimmable widths, their channel dependencies are unknown)."""
+        name = self.registered_name or type(self).__name__
+        if quant is not None and self.layers not in QUANTIZABLE_LAYERS:
+            raise ConfigError(f"quant: method={name} is not supported with quant=lq; "
+                              "use method=individual|parallel|rsnet")
+        supported = BACKBONES.info(backbone).get("layers") if backbone in BACKBONES else None
+        if supported is not None and self.layers not in supported:
+            raise ConfigError(f"method: {name} is not supported with model={backbone} (its {self.layers} layers "
+                              "slice channels, which needs the architecture's channel dependencies); "
+                              "use method=individual|parallel|rsnet|san")
 
     def no_decay_parameters(self) -> list[nn.Parameter]:
         return list(self.parameters())

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.multires import MultiResBatch
+from ..errors import ConfigError
 from ..losses import kl_to_teacher_probs
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
@@ -32,7 +33,7 @@ def check_width_range(width_range: Sequence[float]) -> tuple[float, float]:
     """``(lo, hi)`` with ``0 < lo < hi <= 1``."""
     values = tuple(float(w) for w in width_range)
     if len(values) != 2 or not 0.0 < values[0] < values[1] <= 1.0:
-        raise ValueError(f"method.width_range: need [lo, hi] with 0 < lo < hi <= 1, got {list(width_range)}")
+        raise ConfigError(f"method.width_range: need [lo, hi] with 0 < lo < hi <= 1, got {list(width_range)}")
     return values
 
 
@@ -75,11 +76,11 @@ class MutualNet(Method):
         lo, hi = check_width_range(width_range)
         super().__init__(resolutions, widths=(hi, lo))
         if isinstance(n_random, bool) or int(n_random) != n_random or n_random < 0:
-            raise ValueError(f"method.n_random: must be a non-negative integer, got {n_random!r}")
+            raise ConfigError(f"method.n_random: must be a non-negative integer, got {n_random!r}")
         self.width_range = (lo, hi)
         self.n_random, self.inplace_distill = int(n_random), bool(inplace_distill)
         if isinstance(distill_warmup_epochs, bool) or not float(distill_warmup_epochs) >= 0:
-            raise ValueError("method.distill_warmup_epochs: must be a number >= 0 (epochs of label-only "
+            raise ConfigError("method.distill_warmup_epochs: must be a number >= 0 (epochs of label-only "
                              f"sub-networks), got {distill_warmup_epochs!r}")
         self.distill_warmup_epochs = float(distill_warmup_epochs)
         self.epoch = 0.0  # training progress in epochs (set_epoch, before each step)
@@ -89,7 +90,8 @@ class MutualNet(Method):
     def layer_kwargs(self, backbone: str | None = None) -> dict:
         return dict(self.rounding)
 
-    def backward_calls(self) -> int:
+    def configs_per_step(self) -> int:
+        """The full network, the smallest width and ``n_random`` random ones."""
         return 2 + self.n_random
 
     def set_epoch(self, epoch: float) -> None:
@@ -181,15 +183,12 @@ class SNet(Method):
                  divisor: int = 8, min_channels: int | None = None, role_ratios: dict | None = None):
         ws = [float(w) for w in widths]
         if not ws or any(not 0.0 < w <= 1.0 for w in ws) or len(set(ws)) != len(ws):
-            raise ValueError(f"method.widths: need distinct widths in (0, 1], got {list(widths)}")
+            raise ConfigError(f"method.widths: need distinct widths in (0, 1], got {list(widths)}")
         super().__init__(resolutions, widths=tuple(sorted(ws, reverse=True)))
         self.rounding = channel_rounding(divisor, min_channels, role_ratios)
 
     def layer_kwargs(self, backbone: str | None = None) -> dict:
         return {**self.rounding, "private_bn_per_width": True}
-
-    def backward_calls(self) -> int:
-        return len(self.widths)
 
     def training_step(self, net: SwitchableNet, batch: MultiResBatch, backward: Backward) -> dict[str, Tensor]:
         r = self.resolutions[0]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.multires import MultiResBatch
+from ..errors import ConfigError
 from ..losses import ensemble_logits, mred_loss
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
@@ -57,7 +58,7 @@ class Individual(Parallel):
 
     def __init__(self, resolutions: Sequence[int]):
         if len(resolutions) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.resolutions: method=individual trains one resolution, got {list(resolutions)}; "
                 "pass e.g. data.resolutions=[224] (use a multirun to train several)"
             )
@@ -77,7 +78,7 @@ class RSNet(Parallel):
                  crop: str = "single"):
         super().__init__(resolutions, private_bn=private_bn, crop=crop)
         if distill not in ("full", "vanilla", "none"):
-            raise ValueError(f"method.distill: unknown {distill!r}; choose full, vanilla or none")
+            raise ConfigError(f"method.distill: unknown {distill!r}; choose full, vanilla or none")
         self.distill = distill
         self.alpha = nn.Parameter(torch.zeros(len(self.resolutions)))
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.multires import MultiResBatch
+from ..errors import ConfigError
 from ..layers.scale_conv import build_meta, check_encodings, meta_roles_arg
 from ..losses import kl_to_teacher_probs
 from ..models.switchable import SwitchableNet
@@ -58,18 +59,15 @@ class SAN(Method):
                  scale: float = 0.1, encodings: Sequence[float] | None = None):
         super().__init__(resolutions)
         if conv not in CONV_KINDS:
-            raise ValueError(f"method.conv: unknown {conv!r}; choose one of {list(CONV_KINDS)}")
+            raise ConfigError(f"method.conv: unknown {conv!r}; choose one of {list(CONV_KINDS)}")
         build_meta(meta, (1, 1, 1, 1))  # validates the name
         if scale <= 0:
-            raise ValueError(f"method.scale: must be positive, got {scale!r}")
+            raise ConfigError(f"method.scale: must be positive, got {scale!r}")
         self.distill, self.meta, self.private_bn, self.conv = bool(distill), meta, private_bn, conv
         self.meta_roles = meta_roles if meta_roles in (None, AUTO_META_ROLES) else meta_roles_arg(meta_roles)
         self.scale = float(scale)
         self.encodings = check_encodings(encodings, self.resolutions)
         self.layers = "san" if conv == "meta" else "private_conv"
-
-    def backward_calls(self) -> int:
-        return len(self.resolutions)
 
     def layer_kwargs(self, backbone: str | None = None) -> dict:
         if self.conv == "private":

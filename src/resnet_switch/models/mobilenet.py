@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.factory import PlainLayers
+from ..rules import Choice
 from .channels import check_width_mult, make_divisible
-from .registry import register_backbone
+from .registry import DROPOUT, SMALL_INPUT, WIDTH_MULT, register_backbone
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
@@ -114,7 +116,7 @@ class MobileNetV1(nn.Module):
                  width_mult: float = 1.0, small_input: bool = False, act: str = "relu"):
         super().__init__()
         if act not in ACTIVATIONS:
-            raise ValueError(f"model.act: unknown {act!r}; choose one of {sorted(ACTIVATIONS)}")
+            raise ConfigError(f"model.act: unknown {act!r}; choose one of {sorted(ACTIVATIONS)}")
         act_layer = ACTIVATIONS[act]
         width_mult = check_width_mult(width_mult)
         in_ch = make_divisible(32 * width_mult)
@@ -151,11 +153,14 @@ def init_mobilenet(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-@register_backbone("mobilenetv2", torchvision="mobilenet_v2")
+@register_backbone("mobilenetv2", torchvision="mobilenet_v2",
+                   settings={"width_mult": WIDTH_MULT, "dropout": DROPOUT, "small_input": SMALL_INPUT},
+                   tiny={"width_mult": 0.25})
 def mobilenetv2(layers: PlainLayers, **kwargs) -> MobileNetV2:
     return MobileNetV2(layers, **kwargs)
 
 
-@register_backbone("mobilenetv1")
+@register_backbone("mobilenetv1", settings={"width_mult": WIDTH_MULT, "small_input": SMALL_INPUT,
+                                            "act": Choice(tuple(sorted(ACTIVATIONS)))}, tiny={"width_mult": 0.25})
 def mobilenetv1(layers: PlainLayers, **kwargs) -> MobileNetV1:
     return MobileNetV1(layers, **kwargs)

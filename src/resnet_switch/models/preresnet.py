@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
-from .registry import register_backbone
+from .registry import BASE_WIDTH, SMALL_INPUT, register_backbone
 from .resnet import ResNet, _shortcut, add_shortcut, add_stem, init_resnet
 
 
@@ -75,12 +75,13 @@ class PreActResNet(nn.Module):
     forward = ResNet.forward  # stem, layer1..layerN, pool, fc: the same order as the post-activation net
 
 
-@register_backbone("preresnet18")
+@register_backbone("preresnet18", settings={"small_input": SMALL_INPUT})
 def preresnet18(layers: PlainLayers, **kwargs) -> PreActResNet:
     return PreActResNet(layers, [2, 2, 2, 2], [64, 128, 256, 512], **kwargs)
 
 
-@register_backbone("preresnet20")
+@register_backbone("preresnet20", settings={"small_input": SMALL_INPUT, "base_width": BASE_WIDTH},
+                   tiny={"base_width": 4})
 def preresnet20(layers: PlainLayers, base_width: int = 16, **kwargs) -> PreActResNet:
     """CIFAR-style pre-activation ResNet-20 (3 stages x 3 blocks, 16/32/64 channels)."""
     kwargs.setdefault("small_input", True)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..layers.factory import PlainLayers
 from .channels import check_width_mult
-from .registry import register_backbone
+from .registry import BASE_WIDTH, SMALL_INPUT, WIDTH_MULT, register_backbone
 
 
 class BasicBlock(nn.Module):
@@ -141,17 +141,20 @@ def init_resnet(model: nn.Module, zero_init_residual: bool = False) -> None:
                         nn.init.zeros_(m.weight)
 
 
-@register_backbone("resnet18", torchvision="resnet18")
+RESNET_SETTINGS = {"width_mult": WIDTH_MULT, "small_input": SMALL_INPUT}
+
+
+@register_backbone("resnet18", torchvision="resnet18", settings=RESNET_SETTINGS, tiny={"width_mult": 0.25})
 def resnet18(layers: PlainLayers, **kwargs) -> ResNet:
     return ResNet(layers, BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], **kwargs)
 
 
-@register_backbone("resnet50", torchvision="resnet50")
+@register_backbone("resnet50", torchvision="resnet50", settings=RESNET_SETTINGS, tiny={"width_mult": 0.125})
 def resnet50(layers: PlainLayers, **kwargs) -> ResNet:
     return ResNet(layers, Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], **kwargs)
 
 
-@register_backbone("resnet20")
+@register_backbone("resnet20", settings={**RESNET_SETTINGS, "base_width": BASE_WIDTH}, tiny={"base_width": 4})
 def resnet20(layers: PlainLayers, base_width: int = 16, **kwargs) -> ResNet:
     """CIFAR ResNet-20 (3 stages x 3 basic blocks, 16/32/64 channels, 1x1 projection shortcuts)."""
     kwargs.setdefault("small_input", True)

@@ -23,7 +23,7 @@ Registered backbones ``torchvision`` and ``timm`` (``model=torchvision model.arc
 ``torchvision.models.get_model(arch, num_classes=N, **kwargs)`` / ``timm.create_model(arch,
 num_classes=N, in_chans=C, **kwargs)`` and convert it with the method's layer factory, so the network's
 spec (``name`` = the library, ``arch``, ``kwargs``, ``small_input``, ``layers``, resolutions) rebuilds
-it from a checkpoint alone through :func:`~resnet_switch.models.build_switchable`.
+it from a checkpoint alone through :func:`~resnet_switch.models.create_model`.
 
 ``small_input=True`` (32-px images): the first conv (in registration order: the stem) gets stride 1
 and a ``MaxPool2d`` that comes before any other strided conv (the ResNet and ShuffleNetV2 stems) becomes
@@ -46,8 +46,9 @@ from ..layers.contracts import switchable_leaves
 from ..layers.factory import LAYER_FACTORIES
 from ..layers.scale_conv import PrivateConv2d, ScaleConv2d, build_meta
 from ..layers.source_bn import SourcePrivateBatchNorm2d, is_norm_act
+from ..rules import Real
 from ..switch import SwitchState
-from .registry import BACKBONES, register_backbone
+from .registry import BACKBONES, SMALL_INPUT, register_backbone
 from .switchable import SwitchableNet
 
 SOURCES = ("torchvision", "timm")
@@ -250,7 +251,7 @@ def switchify(module: nn.Module, resolutions: Sequence[int], kind: str = "privat
     ``module`` is left as it is (a deep copy is converted); in eval mode, at every resolution and
     before any training, ``net(x)`` equals ``module(x)``. ``kind``: ``private_bn`` | ``scale_conv`` |
     ``private_conv`` | ``plain`` (module docstring). ``spec``: what the network's spec records (a
-    network built as ``build_switchable("torchvision"|"timm", ..., arch=NAME)`` has a spec that
+    network built as ``create_model("torchvision"|"timm", ..., arch=NAME)`` has a spec that
     rebuilds it from a checkpoint; a bare module's does not)."""
     state = SwitchState(resolutions)
     net = convert(copy.deepcopy(module), state, kind, meta=meta, scale=scale, encodings=encodings,
@@ -326,7 +327,9 @@ def _register(source: str) -> None:
     constructor.__name__ = constructor.__qualname__ = f"{source}_backbone"
     constructor.__doc__ = f"A {source} model (``arch``, ``kwargs``) converted for ``layers`` (:func:`converted_backbone`)."
     register_backbone(source, layers=tuple(KIND_OF_FACTORY), load_plain=load_source_weights,
-                      source_model=source_model)(constructor)
+                      source_model=source_model, requires="timm" if source == "timm" else None,
+                      settings={"small_input": SMALL_INPUT, "bn_momentum": Real(0.0, 1.0, open_low=True)},
+                      tiny={"arch": "resnet18"})(constructor)
 
 
 for _source in SOURCES:

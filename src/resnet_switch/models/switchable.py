@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.contracts import replace_leaves_by_plain
 from ..switch import SubnetConfig, SwitchState
 
@@ -56,7 +57,7 @@ class SwitchableNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.state.config.resolution or x.shape[-2] != self.state.config.resolution:
-            raise ValueError(
+            raise ConfigError(
                 f"input is {tuple(x.shape[-2:])} but the active configuration is {self.state.config}; "
                 "switch the network (net.set_active / net.switch) to the input's resolution"
             )

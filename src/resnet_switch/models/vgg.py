@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.factory import PlainLayers
-from .registry import register_backbone
+from ..rules import Int
+from .registry import DROPOUT, register_backbone
 
 # channels of the 3x3 convs of each stage (VGG config "D")
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -67,7 +69,7 @@ class VGG(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if min(x.shape[-2:]) < MIN_RESOLUTION:
-            raise ValueError(f"data.resolutions: VGG-16 needs inputs of at least {MIN_RESOLUTION} px (five 2x2 "
+            raise ConfigError(f"data.resolutions: VGG-16 needs inputs of at least {MIN_RESOLUTION} px (five 2x2 "
                              f"max-pools), got {tuple(x.shape[-2:])}; use resolutions >= {MIN_RESOLUTION}, "
                              f"e.g. data.resolutions=[64,48,32]")
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
@@ -89,7 +91,8 @@ def init_vgg(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-@register_backbone("vgg16", torchvision="vgg16_bn", min_resolution=MIN_RESOLUTION)
+@register_backbone("vgg16", torchvision="vgg16_bn", min_resolution=MIN_RESOLUTION,
+                   settings={"hidden": Int(1), "dropout": DROPOUT}, tiny={"hidden": 16})
 def vgg16(layers: PlainLayers, **kwargs) -> VGG:
     """VGG-16-BN (``torchvision.models.vgg16_bn``'s architecture and keys with plain layers)."""
     return VGG(layers, VGG16_STAGES, **kwargs)

@@ -9,7 +9,6 @@ Python/tensors so ``torch.load(weights_only=True)`` reads it.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +18,16 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..models import build_switchable
+from ..errors import ConfigError
+from ..models import create_model
 from ..models.switchable import SwitchableNet
+from ..user_files import read_torch_file
 
 CHECKPOINT_KEY = "resnet_switch"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A checkpoint that is missing, unreadable or does not fit what was asked."""
 
 
@@ -47,14 +48,11 @@ def make_checkpoint(method, net: SwitchableNet, method_meta: dict[str, Any],
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) with one-line errors for bad files."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"ckpt: no file at {path}; pass the path of a .ckpt written by resnet_switch.train")
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"ckpt: no file at {p}; pass the path of a .ckpt written by resnet_switch.train")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"ckpt: {p} is truncated or not a checkpoint ({first[:120]})") from None
+    ckpt = read_torch_file(p, "ckpt", "pass the path of a .ckpt written by resnet_switch.train", what="a checkpoint",
+                           error=CheckpointError)
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt:
         raise CheckpointError(f"ckpt: {p} was not written by resnet_switch.train (no '{CHECKPOINT_KEY}' entry)")
     return ckpt
@@ -84,7 +82,7 @@ def rebuild_from_checkpoint(ckpt: dict[str, Any]):
 
 def rebuild_net(ckpt: dict[str, Any]) -> SwitchableNet:
     """The checkpoint's switchable network alone, weights loaded, in eval mode."""
-    net = build_switchable(**dict(ckpt[CHECKPOINT_KEY]["net"]))
+    net = create_model(**dict(ckpt[CHECKPOINT_KEY]["net"]))
     net.load_state_dict({k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     return net.eval()
 

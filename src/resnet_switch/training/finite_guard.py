@@ -23,10 +23,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..switch import SubnetConfig
 
 
-class NonFiniteLossError(ValueError):
+class NonFiniteLossError(ConfigError):
     """A NaN/inf loss or logits (one line: step, configuration, the way out)."""
 
 

@@ -46,6 +46,7 @@ from ..errors import ConfigError
 from ..layers.calibration import calibratable_layers
 from ..layers.contracts import SwitchableLeaf
 from ..layers.private_bn import PrivateBatchNorm2d
+from ..models.inference_policy import WidthRule
 from ..models.switchable import SwitchableNet
 from ..switch import BNBlend, SubnetConfig, SwitchState, interpolation_blend
 from .checkpointing import CHECKPOINT_KEY, CheckpointError, load_checkpoint, rebuild_net
@@ -98,9 +99,10 @@ def init_from_checkpoint(net: SwitchableNet, path: str | os.PathLike, method_nam
     if dropped:
         log.info("init_from: stored BN statistics of %s configurations dropped (this run does not recalibrate "
                  "them: they would go stale)", dropped)
-    lowest = min(src_spec["widths"])
-    if src_spec["layers"] == "slimmable" and min(net.spec["widths"]) < lowest:
-        log.info("init_from: widths below %s were not trained in the checkpoint; they start from its slices", lowest)
+    src_widths = WidthRule.of_spec(src_spec)
+    if src_widths.slimmable and min(net.spec["widths"]) < src_widths.lowest:
+        log.info("init_from: widths below %s were not trained in the checkpoint; they start from its slices",
+                 src_widths.lowest)
     return {"tensors": copied, "classifier": head, "replaced": replace, "remapped_bn": remapped,
             "dropped_statistics": dropped}
 
@@ -126,13 +128,18 @@ def check_fits(src: dict[str, Any], tgt: dict[str, Any], src_method: str, tgt_me
         raise ConfigError(f"{where} method={src_method} has {src_layers} layers, method={tgt_method} needs "
                           f"{tgt_layers}: their parameters do not map; fine-tune with method={src_method} "
                           "or a method with the same layers")
+    src_widths, tgt_widths = WidthRule.of_spec(src), WidthRule.of_spec(tgt)
+    if src_widths.per_width_bn != tgt_widths.per_width_bn:
+        kinds = ("one BN shared by all widths", "one BN set per width (snet)")
+        raise ConfigError(f"{where} layers have {kinds[src_widths.per_width_bn]}, this run's have "
+                          f"{kinds[tgt_widths.per_width_bn]}; fine-tune with method={src_method} or a method "
+                          "with the same BN")
     src_kw, tgt_kw = dict(src.get("layer_kwargs") or {}), dict(tgt.get("layer_kwargs") or {})
     for key in sorted((set(src_kw) | set(tgt_kw)) - {"private_bn"}):
         if src_kw.get(key) != tgt_kw.get(key):
-            field = "method (snet has one BN set per width)" if key == "private_bn_per_width" else f"method.{key}"
             raise ConfigError(f"{where} layers have {key}={src_kw.get(key)!r}, this run's "
-                              f"{tgt_kw.get(key)!r}; set {field} as in method={src_method}")
-    if src_kw.get("private_bn_per_width") and list(src["widths"]) != list(tgt["widths"]):
+                              f"{tgt_kw.get(key)!r}; set method.{key} as in method={src_method}")
+    if src_widths.per_width_bn and src_widths.trained != tgt_widths.trained:
         raise ConfigError(f"{where} S-Net has BN sets for widths {src['widths']}, this run {tgt['widths']}; "
                           f"use method.widths={src['widths']}")
     missing = [r for r in tgt["resolutions"] if r not in src["resolutions"]]
@@ -159,7 +166,7 @@ def classifier_name(net: SwitchableNet) -> str:
     names = [name for name, m in net.net.named_modules()
              if isinstance(m, nn.Linear) and m.out_features == net.spec["num_classes"]]
     if not names:
-        raise ValueError(f"model: {net.spec['name']} has no linear layer with {net.spec['num_classes']} outputs")
+        raise ConfigError(f"model: {net.spec['name']} has no linear layer with {net.spec['num_classes']} outputs")
     return names[-1]
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..errors import ConfigError
+
 
 class LastCheckpoint(ModelCheckpoint):
     """``<dirpath>/<filename>.ckpt`` after every epoch (after its validation; at the end of training
@@ -30,7 +32,7 @@ class LastCheckpoint(ModelCheckpoint):
                  **kwargs: Any) -> None:
         n = every_n_train_steps
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"callbacks.last_checkpoint.every_n_train_steps: expected null or an integer >= 1, got {n!r}")
+            raise ConfigError(f"callbacks.last_checkpoint.every_n_train_steps: expected null or an integer >= 1, got {n!r}")
         kwargs.setdefault("enable_version_counter", False)
         super().__init__(dirpath=dirpath, filename=filename, monitor=None, save_top_k=1, **kwargs)
         self.step_interval = n or 0

@@ -54,7 +54,7 @@ class SwitchModule(SwitchTrainingModule):
     def validation_step(self, batch: MultiResBatch, batch_idx: int) -> None:
         full_width: dict[int, Tensor] = {}
         for config in self.eval_configs:
-            with self.net.switch(config, self.eval_bn_mode):
+            with self.policy.switch(config):
                 logits = self.net(batch.at(config.resolution))
             self.acc1[module_key(config)].update(logits, batch.targets)
             self.acc5[module_key(config)].update(logits, batch.targets)

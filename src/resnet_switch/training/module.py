@@ -29,6 +29,7 @@ from ..evaluation.accuracy import calibrate_configs
 from ..layers.sync_bn import convert_sync_bn
 from ..methods import Method
 from ..methods.base import Backward
+from ..models.inference_policy import InferencePolicy
 from ..switch import SubnetConfig
 from .checkpointing import CHECKPOINT_KEY, checkpoint_meta
 from .distributed import all_reduce_sum, average_gradients, world_size
@@ -76,8 +77,12 @@ class SwitchTrainingModule(L.LightningModule):
         compile_net: compile the network in place, one graph per configuration (:mod:`.speed`);
             methods drawing random widths (MutualNet, US-Net) are refused.
         test_resolutions: resolutions validated besides the method's own evaluation configurations
-            (``data.test_resolutions``: e.g. the I-Net at 32 px tested at 32..16 px), at full width;
-            a resolution without its own BN set runs in the network's default BN mode.
+            (``data.test_resolutions``: e.g. the I-Net at 32 px tested at 32..16 px), at full width.
+
+    Validation runs every configuration as the network's
+    :class:`~resnet_switch.models.inference_policy.InferencePolicy` (``policy``, the method's
+    default ``bn_mode``) says: ``with module.policy.switch(config): ...``; configurations on exact
+    statistics are recalibrated first (:meth:`recalibrate`).
     """
 
     def __init__(self, method: Method, net: nn.Module, optim: dict[str, Any], method_meta: dict[str, Any],
@@ -92,6 +97,7 @@ class SwitchTrainingModule(L.LightningModule):
         self.method_meta = dict(method_meta)
         self.run_meta = dict(run_meta or {})
         self.eval_configs = validation_configs(method.eval_configs(), test_resolutions)
+        self.policy = InferencePolicy.for_method(self.net, method)
         self.calibration_samples = int(calibration_samples)
         self.calibrated_step: int | None = None  # global step of the last BN recalibration
         self.finite_guard = FiniteGuard()
@@ -185,16 +191,14 @@ class SwitchTrainingModule(L.LightningModule):
         return sgd_cosine(self.optim, self.net, self.trainer, extra_no_decay=list(self.method.no_decay_parameters()))
 
     # ---------------------------------------------------- BN recalibration
-    @property
-    def eval_bn_mode(self) -> str | None:
-        return "calibrated" if self.method.needs_calibration else None
-
     def recalibrate(self, datamodule=None) -> None:
-        """Exact BN statistics for every evaluation configuration (slimmable methods), once per step.
+        """Exact BN statistics for every evaluation configuration the policy runs on them (slimmable
+        methods: all), once per step (stored ones too: they go stale as the weights move).
         ``datamodule``: default the trainer's (a ddp_spawn parent's module has no trainer after fit)."""
-        if self.method.needs_calibration and self.calibrated_step != self.global_step:
+        configs = [c for c in self.eval_configs if self.policy.uses_exact_statistics(c)]
+        if configs and self.calibrated_step != self.global_step:
             datamodule = datamodule or self.trainer.datamodule
-            calibrate_configs(self.calibration_probe(), datamodule, self.eval_configs, self.calibration_samples,
+            calibrate_configs(self.calibration_probe(), datamodule, configs, self.calibration_samples,
                               progress=False, images=self.calibration_images(datamodule))
             self.calibrated_step = self.global_step
 

@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 def sgd_cosine(optim: dict, net: nn.Module, trainer: L.Trainer, extra_no_decay: list[nn.Parameter] = ()) -> dict:
     """Lightning's ``configure_optimizers`` answer for an ``optim/sgd_cosine`` config: SGD with the
@@ -42,7 +44,7 @@ def split_weight_decay(net: nn.Module, scope: str = "all") -> tuple[list[nn.Para
     """``all``: every parameter decays. ``conv_fc``: only weights of non-depthwise convs and linear
     layers decay (MutualNet's recipe); BN, biases and depthwise kernels do not."""
     if scope not in ("all", "conv_fc"):
-        raise ValueError(f"optim.decay_scope: unknown {scope!r}; choose all or conv_fc")
+        raise ConfigError(f"optim.decay_scope: unknown {scope!r}; choose all or conv_fc")
     if scope == "all":
         return list(net.parameters()), []
     decay_ids = set()

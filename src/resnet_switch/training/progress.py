@@ -13,6 +13,8 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
+from ..errors import ConfigError
+
 
 class LineProgressBar(ProgressBar):
     """One line every ``every_n_steps`` training steps (epoch, step, the progress-bar metrics such as
@@ -21,7 +23,7 @@ class LineProgressBar(ProgressBar):
     def __init__(self, every_n_steps: int = 25) -> None:
         super().__init__()
         if every_n_steps < 1:
-            raise ValueError(f"callbacks.progress_bar.every_n_steps: expected an integer >= 1, got {every_n_steps}")
+            raise ConfigError(f"callbacks.progress_bar.every_n_steps: expected an integer >= 1, got {every_n_steps}")
         self.every_n_steps = int(every_n_steps)
         self._enabled = True
         self._epoch_start = 0.0

@@ -19,8 +19,7 @@ from ..errors import ConfigError
 from ..evaluation.results import CLASSIFICATION_LAYOUT, ResultsLayout, final_results
 from ..layers.quant import quant_spec_from_config
 from ..methods import Method, build_method
-from ..methods.build import ModelConfig, build_net_for_method, check_quant_method
-from ..models import check_min_resolution, load_plain_weights
+from ..models import ModelConfig, check_min_resolution, create_model, load_plain_weights
 from ..registry import Registry
 from ..switch import SubnetConfig, check_resolutions
 from .checkpointing import check_compatible
@@ -111,15 +110,15 @@ class ClassificationTask:
         quant = self.quant(cfg)
         method_cfg = container(cfg.method)
         method = build_method(method_cfg["name"], resolutions, **method_arguments(method_cfg))
-        check_quant_method(method, quant)
+        model = ModelConfig.from_config(container(cfg.model))
+        method.check_backbone(model.name, quant)  # before the data: create_model asks again
+        check_min_resolution(model.name, resolutions)
         if quant is not None and cfg.get("compile", False):
             raise ConfigError("compile: quant=lq is not supported with compile=true (its quantizers keep per-step "
                               "caches and update their bases in place); use compile=false")
         datamodule = build_datamodule(cfg, resolutions)
-        model = ModelConfig.from_config(container(cfg.model)).stem_for(resolutions)
-        check_min_resolution(model.name, resolutions)
-        net = build_net_for_method(method, model.name, datamodule.num_classes, datamodule.in_channels,
-                                   quant=quant, **model.backbone)
+        net = create_model(model.name, method=method, num_classes=datamodule.num_classes,
+                           in_channels=datamodule.in_channels, quant=quant, **model.backbone)
         if pretrained is not None:
             load_plain_weights(net, pretrained)
         return TaskParts(datamodule, method, net, {"name": method_cfg["name"], "kwargs": method_arguments(method_cfg)})
