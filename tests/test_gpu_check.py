@@ -78,7 +78,8 @@ def test_pytest_and_json_output_are_parsed():
 def test_every_training_case_composes_with_the_real_config(tmp_path):
     cases = gpu_check.train_cases()
     names = [c.name for c in cases]
-    assert len(names) == len(set(names)) == 13
+    assert len(names) == len(set(names)) == 19  # 3 methods x 3 precisions x 2 layouts + rsnet compiled
+    assert {c.precision for c in cases} == {"32", "bf16-mixed", "16-mixed"}
     assert sum(c.compile for c in cases) == 1 and {c.method for c in cases} == {"rsnet", "san", "mutualnet"}
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -9,13 +9,17 @@ subprocess time limits) and the whole run stops starting new checks at ``budget_
 - ``tests``: ``pytest -m cuda`` (AMP step, channels_last, the asynchronous NaN check, pinned memory,
   device JPEG decode against CPU decode, CUDA peak memory).
 - ``train``: ``resnet_switch.train`` for a few steps (ResNet-18, synthetic data at 64 and 32 px,
-  batch 32, 3 steps) per method (rsnet, san, mutualnet) x precision (32, bf16-mixed) x memory
-  format (contiguous, channels_last), plus rsnet with ``compile=true`` (bf16, channels_last): every
-  loss finite and within ``rtol`` of the CPU fp32 run of the same method (same seed, same batches).
-  Tolerances (relative, per step): ``32``: 5e-3 - cuDNN convolutions run in TF32 by default
+  batch 32, 3 steps) per method (rsnet, san, mutualnet) x precision (32, bf16-mixed, 16-mixed) x
+  memory format (contiguous, channels_last), plus rsnet with ``compile=true`` (bf16, channels_last):
+  every loss finite and within ``rtol`` of the CPU fp32 run of the same method (same seed, same
+  batches). Tolerances (relative, per step): ``32``: 5e-3 - cuDNN convolutions run in TF32 by default
   (10-bit mantissa, ~5e-4 relative per product), the summed CE of two resolutions after three SGD
   steps stays well inside; ``bf16-mixed``: 5e-2 - bf16 keeps 8 bits of mantissa (~4e-3 relative per
-  rounding, over ~20 layers), the loss itself is computed in float32 under autocast.
+  rounding, over ~20 layers), the loss itself is computed in float32 under autocast; ``16-mixed``
+  (the papers' ImageNet recipes: fp16 autocast with Lightning's ``GradScaler``, one backward per
+  configuration for SAN and MutualNet): 5e-2 - fp16 keeps 11 bits (finer than bf16); its record
+  also has the scaler's scale after each step (``scales``: a halving is a step the scaler skipped on
+  an inf/NaN gradient, which moves the later losses off the fp32 run's).
 - ``ddp``: ``trainer=ddp`` (NCCL, our synchronised private BN) for 5 steps on 1 GPU, and on all of
   them when there are more: exit code, process-group backend, world size, losses finite.
 - ``loader``: ``bench loader``: training-loader img/s from 512 generated ImageNet-like JPEGs with
@@ -67,7 +71,7 @@ SKIPPED_LINE = "gpu-check: no CUDA device, skipped"
 STATUSES = ("pass", "fail", "skip")
 
 # ----------------------------------------------------------------------------- train: the comparison
-RTOL = {"32": 5e-3, "bf16-mixed": 5e-2}  # see the module docstring
+RTOL = {"32": 5e-3, "bf16-mixed": 5e-2, "16-mixed": 5e-2}  # see the module docstring
 TRAIN_METHODS = {"rsnet": [], "san": [], "mutualnet": ["method.width_range=[0.5,1.0]"]}
 TRAIN_STEPS = 3
 TRAIN_BASE = [
@@ -193,8 +197,12 @@ def train_checks(device: str, workdir: Path, deadline: float,
         verdict = compare_losses(reference, record["losses"], rtol)
         rel = verdict["max_rel_diff"]
         summary = verdict["reason"] or f"losses within {rel:.1e} of CPU fp32 (rtol {rtol:g})"
+        scales = record.get("scales") or []
+        if scales:  # 16-mixed: the GradScaler's scale after each step (a halving: a skipped step)
+            summary += f"; scale {' -> '.join(f'{s:g}' for s in scales)}"
         yield result("train", case.name, verdict["status"], seconds, summary, losses=record["losses"],
-                     reference=reference, max_rel_diff=rel, rtol=rtol, device=record["device"])
+                     reference=reference, max_rel_diff=rel, rtol=rtol, device=record["device"],
+                     **({"scales": scales} if scales else {}))
 
 
 # ----------------------------------------------------------------------------- results and report

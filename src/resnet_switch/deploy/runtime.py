@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from ..data.multires import resize_images
+from ..devices import pick_device
 from ..errors import ConfigError, MissingFileError
 from ..evaluation import query_table as qt
 from ..evaluation.adaptive import AdaptivePolicy, policy_path
@@ -45,16 +46,6 @@ from ..models.inference_policy import InferencePolicy
 from ..models.switchable import SwitchableNet
 from ..switch import SubnetConfig
 from ..training.checkpointing import load_checkpoint, rebuild_from_checkpoint
-
-
-def pick_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: cuda when available, else cpu."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no GPU is visible; use device=cpu or device=auto")
-    return device
 
 
 class SwitchableClassifier:

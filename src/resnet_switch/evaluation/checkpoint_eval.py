@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..deploy.runtime import pick_device
+from ..devices import pick_device
 from ..methods import Method
 from ..models.inference_policy import BNSource, InferencePolicy
 from ..models.switchable import SwitchableNet

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from ..deploy.runtime import pick_device
+from ..devices import pick_device
 from ..switch import SubnetConfig
 from ..training.checkpointing import load_checkpoint
 from .checkpoint_eval import (

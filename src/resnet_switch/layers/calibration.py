@@ -61,6 +61,14 @@ class CalibratedStatsMixin:
                 f"bn_mode=calibrated: no statistics for {config}; run calibrate_bn for it first"
             ) from None
 
+    def _apply(self, fn, recurse=True):
+        # .to(device) / .half(): the stored statistics (a dict, not buffers) follow the layer. Without
+        # this, statistics loaded from a checkpoint on the CPU stayed there when the network moved to
+        # the GPU, and every calibrated forward (evaluate, the runtime) failed with a device mismatch.
+        with torch.no_grad():
+            self.calibrated = {k: (fn(mean), fn(var)) for k, (mean, var) in self.calibrated.items()}
+        return super()._apply(fn, recurse)
+
     def get_extra_state(self) -> dict:
         return {"calibrated": {k: {"mean": m, "var": v} for k, (m, v) in self.calibrated.items()}}
 

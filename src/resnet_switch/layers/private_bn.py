@@ -73,7 +73,8 @@ class PrivateBatchNorm2d(CalibratedStatsMixin, SwitchableLeaf):
         weight, bias, mean, var = self.blended(blend)
         if blend.calibrated:
             mean, var = self.calibrated_stats(self.state.config)
-        plain = nn.BatchNorm2d(self.num_features, eps=self.eps).to(weight.device, weight.dtype)
+        # made on the parameters' device (no CPU init + copy; a fake-CUDA trace cannot move a new module)
+        plain = nn.BatchNorm2d(self.num_features, eps=self.eps, device=weight.device, dtype=weight.dtype)
         plain.weight.copy_(weight)
         plain.bias.copy_(bias)
         plain.running_mean.copy_(mean)

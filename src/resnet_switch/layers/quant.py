@@ -69,8 +69,10 @@ class LQConv2d(SwitchableLeaf, nn.Conv2d):
         """The fake-quantized float equivalent: an ``nn.Conv2d`` holding the quantized weights,
         preceded (``act_bits < 32``) by the fixed activation quantizer, as
         ``nn.Sequential(quant=LQActivation, conv=nn.Conv2d)``."""
+        # made on the parameters' device (no CPU init + copy; a fake-CUDA trace cannot move a new module)
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, self.bias is not None).to(self.weight.device, self.weight.dtype)
+                         self.dilation, self.groups, self.bias is not None, device=self.weight.device,
+                         dtype=self.weight.dtype)
         conv.weight.copy_(self.quantized_weight())
         if self.bias is not None:
             conv.bias.copy_(self.bias)

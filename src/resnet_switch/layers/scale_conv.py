@@ -277,9 +277,10 @@ class ScaleConv2d(SwitchableLeaf):
     def to_plain(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` with the active configuration's kernel baked in."""
         kernel = self.meta(self.encoding())
+        # made on the parameters' device (no CPU init + copy; a fake-CUDA trace cannot move a new module)
         conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, bias=self.bias is not None)
-        conv = conv.to(kernel.device, kernel.dtype)
+                         self.dilation, self.groups, bias=self.bias is not None, device=kernel.device,
+                         dtype=kernel.dtype)
         conv.weight.copy_(kernel)
         if self.bias is not None:
             conv.bias.copy_(self.bias)

@@ -95,9 +95,10 @@ class SlimmableConv2d(SwitchableLeaf, nn.Conv2d):
     @torch.no_grad()
     def to_plain(self) -> nn.Conv2d:
         weight, bias, groups = self.active_params()
+        # made on the parameters' device (no CPU init + copy; a fake-CUDA trace cannot move a new module)
         plain = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], self.kernel_size, self.stride,
-                          self.padding, self.dilation, groups, bias is not None)
-        plain = plain.to(weight.device, weight.dtype)
+                          self.padding, self.dilation, groups, bias is not None, device=weight.device,
+                          dtype=weight.dtype)
         plain.weight.copy_(weight)
         if bias is not None:
             plain.bias.copy_(bias)
@@ -133,7 +134,8 @@ class SlimmableLinear(SwitchableLeaf, nn.Linear):
     @torch.no_grad()
     def to_plain(self) -> nn.Linear:
         weight, bias = self.active_params()
-        plain = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype)
+        # made on the parameters' device (no CPU init + copy; a fake-CUDA trace cannot move a new module)
+        plain = nn.Linear(weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
         plain.weight.copy_(weight)
         plain.bias.copy_(bias)
         return plain
@@ -150,7 +152,8 @@ class SlimmableLinear(SwitchableLeaf, nn.Linear):
 
 def _plain_bn(weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float,
               tracked: Tensor) -> nn.BatchNorm2d:
-    plain = nn.BatchNorm2d(weight.shape[0], eps=eps).to(weight.device, weight.dtype)
+    # made on the parameters' device (no CPU init + copy; a fake-CUDA trace cannot move a new module)
+    plain = nn.BatchNorm2d(weight.shape[0], eps=eps, device=weight.device, dtype=weight.dtype)
     for name, value in (("weight", weight), ("bias", bias), ("running_mean", mean),
                         ("running_var", var), ("num_batches_tracked", tracked)):
         getattr(plain, name).copy_(value)

@@ -3,10 +3,14 @@
 What a training step is does not depend on the task: zero the gradients, let the task run the
 method's configurations and call ``backward`` once (RS-Net: MRED needs every logit first) or once
 per configuration (SAN, MutualNet, detection: one graph alive at a time), check for NaN/inf, take
-ONE SGD step and one cosine LR step. Under DDP, gradients are synchronised once per step: by DDP's
-reducer in the single backward, or (several backward calls, where a private BN set is in only one of
-the graphs) by one averaging of all gradients before the optimizer step. Checkpoints carry the
-network's spec (rebuild from the file alone) and the RNG states, restored when training resumes.
+ONE SGD step and one cosine LR step. Under ``precision=16-mixed`` Lightning's precision plugin scales
+each ``backward``, and inside ``opt.step()`` unscales the gradients, calls
+:meth:`~SwitchTrainingModule.on_before_optimizer_step` (gradient clipping) and skips the step when a
+gradient is inf/NaN (halving the scale; the NaN guard watches losses and logits, not gradients).
+Under DDP, gradients are synchronised once per step: by DDP's reducer in the single backward, or
+(several backward calls, where a private BN set is in only one of the graphs) by one averaging of
+all gradients before the optimizer step. Checkpoints carry the network's spec (rebuild from the file
+alone) and the RNG states, restored when training resumes.
 
 A task subclasses :class:`SwitchTrainingModule` and fills these hooks (lightning-hydra-template
 style): :meth:`~SwitchTrainingModule.task_step` (the losses of one step),
@@ -170,15 +174,21 @@ class SwitchTrainingModule(L.LightningModule):
         self.finite_guard.check(self.global_step)
         if average_after:
             average_gradients(self.parameters())
-        if self.optim.get("clip_grad_norm"):
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.optim["clip_grad_norm"]))
-        opt.step()
+        opt.step()  # precision plugin: unscale (16-mixed), on_before_optimizer_step (clipping), step or skip
         sched.step()
         bs = self.batch_size(batch)
         self.log("train/loss", logs.pop("loss"), prog_bar=True, batch_size=bs)
         for name, value in {**logs, **self.method.logged_values()}.items():
             self.log(f"train/{name}", value, batch_size=bs)
         self.log("train/lr", sched.get_last_lr()[0], batch_size=bs)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """``optim.clip_grad_norm``: clip here, where Lightning's precision plugin has unscaled the
+        gradients (``16-mixed``: its ``GradScaler``), right before the optimizer step. The unscale
+        happens inside ``opt.step()``: clipping any earlier would clip the SCALED gradients, leaving
+        them at ``clip / scale`` after unscaling."""
+        if self.optim.get("clip_grad_norm"):
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), float(self.optim["clip_grad_norm"]))
 
     def _no_sync(self):
         """DDP: keep the reducer out of this backward (gradients accumulate locally)."""
