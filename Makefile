@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export WANDB_MODE ?= offline
 
-.PHONY: install train train-seeds test test-slow lint bench gpu-check device-bundle device-rehearsal docs experiments clean
+.PHONY: install train train-seeds test test-slow lint bench gpu-check device-bundle device-rehearsal docs claims experiments clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +52,9 @@ device-bundle:  ## .device/wheels: what the lent GPU machines' image lacks, cp31
 
 device-rehearsal:  ## the GPU machine's offline start rehearsed here: bundle-only venv over an image-like venv, gpu_check.sh to its skip line, every module imported
 	PY=$(PY) bash tools/device_rehearsal.sh
+
+claims: $(STAMP)  ## docs/claims.md, the experiment READMEs' claims blocks and docs/img/experiments/ from the committed results (tests/test_claims.py checks them)
+	$(BIN)/python tools/claims_ledger.py
 
 docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site

@@ -46,5 +46,5 @@ if (( LANES > 1 )); then
 else
   lane 0 "$@"
 fi
-$PY -m resnet_switch.report $OUT table=wide pair=[rsnet,individual@32] out=$HERE/results.md \
+$PY -m resnet_switch.report $OUT table=wide pair=[rsnet,individual@32] claims=$HERE/claims.yaml out=$HERE/results.md \
     csv=$HERE/summary.csv plot=$HERE/top1_vs_resolution.png title="make train over seeds ($SEEDS)"
