@@ -4,6 +4,11 @@ Command line (:mod:`resnet_switch.export`)::
 
     python -m resnet_switch.export ckpt=PATH resolution=R [width=W] format=torchscript|onnx|state_dict \
         [fold_bn=true] [out=PATH] [bn_mode=...] [verify_batch=2] [tolerance=1e-4]
+    python -m resnet_switch.export ckpt=PATH format=onnx configs=all [out=FILE] [unseen=[R1,R2]] [size_bound=1.10]
+
+``configs=all`` writes ONE ONNX file for every resolution (the input's height selects the BN blend in
+the graph; weights stored once), checked at every training resolution and two unseen ones and against
+the single-configuration file's size: :mod:`.one_file`.
 
 Steps: rebuild the switchable network from the checkpoint (:mod:`resnet_switch.deploy.runtime`), switch to
 ``(resolution, width)``, materialise it as a plain ``nn.Module`` (BN chosen / interpolated /
@@ -30,9 +35,7 @@ the plain model from the file alone (``fold_bn`` is refused there: the codes hol
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ from ..models import torchvision_name as backbone_torchvision_name
 from ..models.surgery import is_converted, source_model
 from ..switch import BN_MODES
 from ..training.checkpointing import atomic_path
+from .onnx_file import VerifyError, export_onnx, onnx_runner
 from .quantized_state import PACKED_FORMAT, is_quantized, load_quantized_state, pack_quantized_state
 from .runtime import SwitchableClassifier
 
@@ -62,13 +66,12 @@ DEFAULTS: dict[str, Any] = {
     "verify_batch": 2,  # random inputs used for the check
     "tolerance": 1e-4,  # max abs logit difference allowed (times the largest |logit| when above 1)
     "seed": 0,  # of the random check inputs
+    "configs": None,  # all: ONE ONNX file for every resolution (format=onnx, no resolution=; see .one_file)
+    "size_bound": None,  # configs=all: largest size of the one file / the single-configuration file (1.10; SAN 2.2)
+    "unseen": None,  # configs=all: resolutions checked besides the training ones (default: two chosen, see .one_file)
 }
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state_dict": ".pth"}
 EXIT_VERIFY_FAILED = 1
-
-
-class VerifyError(RuntimeError):
-    """The written artifact does not reproduce the switchable network's outputs."""
 
 
 # ---------------------------------------------------------------------------------- BN folding
@@ -125,24 +128,9 @@ def write_artifact(plain: nn.Module, fmt: str, out: Path, example: torch.Tensor,
                 traced = torch.jit.trace(plain, example)
                 torch.jit.save(traced, str(tmp))
         else:
-            _export_onnx(plain, example, tmp)
+            export_onnx(plain, example, tmp)
 
 
-def _export_onnx(plain: nn.Module, example: torch.Tensor, path: Path) -> None:
-    for package in ("onnx", "onnxscript"):
-        try:
-            __import__(package)
-        except ImportError:
-            raise ConfigError(f"format: onnx needs the {package} package; pip install -e '.[export]' "
-                              "(onnx, onnxscript, onnxruntime) or use format=torchscript") from None
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress lines
-        warnings.simplefilter("ignore")
-        torch.onnx.export(plain, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=["images"], output_names=["logits"], dynamic_shapes=({0: batch},))
-
-
-# -------------------------------------------------------------------------------------- loaders
 def torchvision_name(spec: dict[str, Any], width: float, folded: bool) -> str | None:
     """``torchvision.models`` constructor whose state dict the export matches exactly, or ``None``
     (other backbones, sliced widths, folded BN, CIFAR stem, build-time width multiplier, VGG
@@ -178,26 +166,7 @@ def load_artifact(fmt: str, out: Path, plain: nn.Module, tv_name: str | None, nu
             label = "the plain architecture, strict load"
         model.load_state_dict(state, strict=True)
         return model.eval(), label
-    return _onnx_runner(out)
-
-
-def _onnx_runner(out: Path):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        ort = None
-    if ort is not None:
-        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return (lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])), "onnxruntime"
-    try:  # slow pure-Python reference evaluator shipped with onnx
-        from onnx.reference import ReferenceEvaluator
-    except ImportError:
-        raise ConfigError("format: checking an ONNX file needs onnxruntime (or onnx); "
-                          "pip install -e '.[export]'") from None
-    evaluator = ReferenceEvaluator(str(out))
-    name = evaluator.input_names[0]
-    return (lambda x: torch.from_numpy(evaluator.run(None, {name: x.numpy()})[0])), "onnx.reference (no onnxruntime)"
+    return onnx_runner(out)
 
 
 # --------------------------------------------------------------------------------------- export
@@ -208,6 +177,8 @@ def default_out(ckpt: Path, model: str, resolution: int, width: float, fmt: str,
 
 def check_options(opts: dict[str, Any]) -> None:
     """One-line errors for bad options, before the checkpoint is read."""
+    if opts["configs"] is not None:
+        return _check_all_options(opts)
     if opts["ckpt"] is None:
         raise ConfigError("ckpt: required; pass the .ckpt written by resnet_switch.train, e.g. ckpt=outputs/.../last.ckpt")
     if not Path(str(opts["ckpt"])).is_file():
@@ -230,12 +201,35 @@ def check_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model{FORMATS[opts['format']]}")
 
 
+def _check_all_options(opts: dict[str, Any]) -> None:
+    from .one_file import check_all_options
+
+    if opts["ckpt"] is None:
+        raise ConfigError("ckpt: required; pass the .ckpt written by resnet_switch.train, e.g. ckpt=outputs/.../last.ckpt")
+    if not Path(str(opts["ckpt"])).is_file():
+        raise ConfigError(f"ckpt: no file at {opts['ckpt']}; pass the .ckpt written by resnet_switch.train")
+    check_choice("format", opts["format"], list(FORMATS))
+    if opts["bn_mode"] is not None:
+        check_choice("bn_mode", opts["bn_mode"], list(BN_MODES))
+    if opts["verify_batch"] < 1:
+        raise ConfigError(f"verify_batch: must be >= 1, got {opts['verify_batch']}")
+    if not opts["tolerance"] > 0:
+        raise ConfigError(f"tolerance: must be positive, got {opts['tolerance']!r}")
+    if opts["out"] is not None and Path(str(opts["out"])).is_dir():
+        raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model.onnx")
+    check_all_options(opts)
+
+
 def export(opts: dict[str, Any]) -> dict[str, Any]:
     """Write and verify one configuration; returns ``{out, format, max_abs_diff, ...}``.
 
     Raises ``ConfigError`` for bad options and :class:`VerifyError` when the check fails (the file
-    is then removed)."""
+    is then removed). ``configs=all``: :func:`.one_file.export_all` (one ONNX file, every resolution)."""
     check_options(opts)
+    if opts["configs"] is not None:
+        from .one_file import export_all
+
+        return export_all(opts)
     ckpt = Path(str(opts["ckpt"]))
     clf = SwitchableClassifier.from_checkpoint(ckpt, device="cpu", bn_mode=opts["bn_mode"])
     config = clf.switch(opts["resolution"], opts["width"])
@@ -283,6 +277,10 @@ def export(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
+    if result.get("configs") == "all":
+        from .one_file import report_all
+
+        return report_all(result)
     fold = f", BN folded into {result['folded_pairs']} convs" if result["folded_pairs"] else ""
     lines = [
         f"export: {result['method']} {result['model']} @ {result['resolution']}px, width {result['width']:g} "
