@@ -28,13 +28,9 @@ from resnet_switch.evaluation.adaptive import (
     policy_path,
 )
 from resnet_switch.evaluation.adaptive_eval import budget_sweep, heldout_images
-from resnet_switch.layers.calibration import calibrate_bn
-from resnet_switch.methods import build_method
-from resnet_switch.models import create_model
 from resnet_switch.switch import SubnetConfig
-from resnet_switch.training.checkpointing import make_checkpoint
 
-from .ckpt_factory import MEAN, STD, randomize_bn
+from . import tiny_eval
 from .helpers import run_cli
 
 
@@ -207,21 +203,7 @@ METHODS = {"rsnet": {}, "parallel": {}, "san": {}, "mutualnet": {"width_range": 
 
 def write_tiny(path, method):
     """A checkpoint of a fresh resnet20 (random BN) whose run data is a tiny synthetic set."""
-    torch.manual_seed(0)
-    kwargs = METHODS[method]
-    m = build_method(method, [16, 12], **kwargs)
-    net = create_model("resnet20", method=m, num_classes=10, base_width=4)
-    randomize_bn(net)
-    net.eval()
-    if m.needs_calibration:
-        for config in m.eval_configs():
-            r = config.resolution
-            calibrate_bn(net, [torch.rand(8, 3, r, r) * 2 - 1], config, num_samples=8)
-    if method == "rsnet":
-        m.alpha.data = torch.tensor([0.5, -0.5])
-    torch.save(make_checkpoint(m, net, {"name": method, "kwargs": kwargs}, {"mean": MEAN, "std": STD, "data": DATA}),
-               path)
-    return path
+    return tiny_eval.write_tiny(path, method, method_kwargs=METHODS[method], data=DATA)
 
 
 @pytest.fixture(scope="module")

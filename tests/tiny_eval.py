@@ -26,9 +26,10 @@ DATA = {"_target_": "resnet_switch.data.datamodule.MultiResDataModule", "name": 
         "num_workers": 0, "train_samples": 64, "val_samples": 64, "resolutions": [16, 12]}
 
 
-def write_tiny(path: Path, method: str = "rsnet", seed: int = 0, method_kwargs: dict | None = None) -> Path:
+def write_tiny(path: Path, method: str = "rsnet", seed: int = 0, method_kwargs: dict | None = None,
+               data: dict | None = None) -> Path:
     """A checkpoint of a fresh resnet20 (base width 4, random BN statistics drawn from ``seed``)
-    trained at 16 and 12 px on :data:`DATA`; RS-Net's ``alpha`` is ``[0.5, -0.5]``."""
+    trained at 16 and 12 px on ``data`` (default :data:`DATA`); RS-Net's ``alpha`` is ``[0.5, -0.5]``."""
     torch.manual_seed(seed)
     kwargs = dict(method_kwargs or {})
     m = build_method(method, list(DATA["resolutions"]), **kwargs)
@@ -41,7 +42,8 @@ def write_tiny(path: Path, method: str = "rsnet", seed: int = 0, method_kwargs: 
             calibrate_bn(net, [torch.rand(8, 3, r, r) * 2 - 1], config, num_samples=8)
     if method == "rsnet":
         m.alpha.data = torch.tensor([0.5, -0.5])
-    torch.save(make_checkpoint(m, net, {"name": method, "kwargs": kwargs}, {"mean": MEAN, "std": STD, "data": DATA}),
+    run_data = DATA if data is None else data
+    torch.save(make_checkpoint(m, net, {"name": method, "kwargs": kwargs}, {"mean": MEAN, "std": STD, "data": run_data}),
                path)
     return path
 

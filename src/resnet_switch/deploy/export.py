@@ -190,6 +190,13 @@ def check_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"resolution: must be a positive integer (pixels), got {r!r}")
     if not 0.0 < opts["width"] <= 1.0:
         raise ConfigError(f"width: must be in (0, 1], got {opts['width']!r}")
+    _check_shared_options(opts)
+    if opts["out"] is not None and Path(str(opts["out"])).is_dir():
+        raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model{FORMATS[opts['format']]}")
+
+
+def _check_shared_options(opts: dict[str, Any]) -> None:
+    """The options both exports read: format, bn_mode, the check's batch and tolerance."""
     check_choice("format", opts["format"], list(FORMATS))
     if opts["bn_mode"] is not None:
         check_choice("bn_mode", opts["bn_mode"], list(BN_MODES))
@@ -197,8 +204,6 @@ def check_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"verify_batch: must be >= 1, got {opts['verify_batch']}")
     if not opts["tolerance"] > 0:
         raise ConfigError(f"tolerance: must be positive, got {opts['tolerance']!r}")
-    if opts["out"] is not None and Path(str(opts["out"])).is_dir():
-        raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model{FORMATS[opts['format']]}")
 
 
 def _check_all_options(opts: dict[str, Any]) -> None:
@@ -208,13 +213,7 @@ def _check_all_options(opts: dict[str, Any]) -> None:
         raise ConfigError("ckpt: required; pass the .ckpt written by resnet_switch.train, e.g. ckpt=outputs/.../last.ckpt")
     if not Path(str(opts["ckpt"])).is_file():
         raise ConfigError(f"ckpt: no file at {opts['ckpt']}; pass the .ckpt written by resnet_switch.train")
-    check_choice("format", opts["format"], list(FORMATS))
-    if opts["bn_mode"] is not None:
-        check_choice("bn_mode", opts["bn_mode"], list(BN_MODES))
-    if opts["verify_batch"] < 1:
-        raise ConfigError(f"verify_batch: must be >= 1, got {opts['verify_batch']}")
-    if not opts["tolerance"] > 0:
-        raise ConfigError(f"tolerance: must be positive, got {opts['tolerance']!r}")
+    _check_shared_options(opts)
     if opts["out"] is not None and Path(str(opts["out"])).is_dir():
         raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model.onnx")
     check_all_options(opts)
