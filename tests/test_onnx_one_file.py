@@ -159,7 +159,7 @@ def test_failed_check_exits_1_and_leaves_no_file(ckpts, tmp_path, capsys, args, 
     (["RS", "configs=all", "format=onnx", "bn_mode=calibrate"], "configs"),
     (["SANPC", "configs=all", "format=onnx"], "configs"),  # SAN's private-conv ablation
     (["SAN", "configs=all", "format=onnx", "bn_mode=ideal"], "configs"),
-    (["MN", "configs=all", "format=onnx"], "configs"),
+    (["MN", "configs=all", "format=onnx", "width=0.5"], "width"),  # slimmable: every stored width in one file
     (["configs=all", "format=onnx"], "ckpt"),
 ])
 def test_bad_option_is_one_line_exit_2(ckpts, tmp_path, capsys, args, field):

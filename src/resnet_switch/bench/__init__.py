@@ -27,6 +27,9 @@ The LAST line of stdout is one JSON object; human lines come before it. Tasks (`
 - ``adaptive``: ms per image of the cascade (``predict_adaptive``, thresholds fitted by ``evaluate
   adaptive=true``) against the static configuration of equal accuracy, per batch size. Options and
   keys: :mod:`resnet_switch.bench.adaptive`.
+- ``onnx``: the one ONNX file (``export ... configs=all``) against the per-configuration folded
+  exports in ONNX Runtime: latency per resolution and batch (ratio), switching cost, file sizes,
+  resident memory. Options and keys: :mod:`resnet_switch.bench.onnx`.
 
 ``train_step`` and ``memory`` run every contender with the same ``precision`` (32 | bf16-mixed |
 16-mixed: autocast, fp16 with a gradient scaler) and ``memory_format`` (contiguous | channels_last).
@@ -50,6 +53,7 @@ from . import adaptive as bench_adaptive
 from . import data as bench_data
 from . import infer as bench_infer
 from . import loader as bench_loader
+from . import onnx as bench_onnx
 from .step import DEFAULTS, check_options, memory_task, train_step_task
 
 TASKS: dict[str, Callable[[dict, dict], dict]] = {
@@ -59,8 +63,10 @@ TASKS: dict[str, Callable[[dict, dict], dict]] = {
     "data": bench_data.data_task,
     "loader": bench_loader.loader_task,
     "adaptive": bench_adaptive.adaptive_task,
+    "onnx": bench_onnx.onnx_task,
 }
-OWN_OPTIONS = {"infer": bench_infer, "data": bench_data, "loader": bench_loader, "adaptive": bench_adaptive}  # tasks with their own DEFAULTS / check_options
+OWN_OPTIONS = {"infer": bench_infer, "data": bench_data, "loader": bench_loader, "adaptive": bench_adaptive,
+               "onnx": bench_onnx}  # tasks with their own DEFAULTS / check_options
 
 
 def main(argv: list[str]) -> None:

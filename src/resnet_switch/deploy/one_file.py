@@ -26,9 +26,12 @@ its kernel in the graph from ``eps = one-hot(nearest training resolution) @ eps_
 inference, SAN eq. 6: a training resolution its own encoding), with the BN blend of the policy
 (``proxy``: nearest). Size bound 2.2x (``linear``: two tensors per kernel).
 
-Not yet (one-line ``ConfigError``): SAN's private-conv ablation, slimmable widths (mutualnet / usnet /
-snet), statistics calibrated per configuration (``bn_mode=calibrate|ideal``), converted
-torchvision/timm models (their BN layers may carry an activation).
+Slimmable checkpoints (mutualnet / usnet / snet): every stored (width, resolution) in one file with
+the width as a second input, :mod:`.one_file_widths`.
+
+Not yet (one-line ``ConfigError``): SAN's private-conv ablation, statistics calibrated per
+configuration for non-slimmable methods (``bn_mode=calibrate|ideal``), converted torchvision/timm
+models (their BN layers may carry an activation).
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ import contextlib
 import copy
 import io
 import json
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,19 +50,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..evaluation.adaptive import AdaptivePolicy, policy_path
 from ..layers.contracts import SwitchableLeaf
 from ..layers.private_bn import PrivateBatchNorm2d
 from ..layers.quant import LQConv2d
 from ..layers.scale_conv import LinearMeta, ScaleConv2d
 from ..layers.source_bn import SourcePrivateBatchNorm2d
-from .onnx_file import VerifyError, export_onnx, onnx_runner
+from .onnx_file import (
+    MAX_SIDE,
+    METADATA_KEY,
+    MIN_SIDE,
+    SIZE_BOUND,
+    VerifyError,
+    check_size,
+    onnx_runner,
+    strip_debug,
+)
 from .runtime import SwitchableClassifier
 
 BLEND_MODES = ("nearest", "interpolate")  # SwitchState BN modes the one file computes in its graph
-METADATA_KEY = "resnet_switch"  # metadata_props key holding the JSON read by resnet_switch.deploy.onnx
-MIN_SIDE = 8  # smallest input side the exported graph accepts (dynamic H/W axes, min)
-MAX_SIDE = 4096
-SIZE_BOUND = 1.10  # default size bound: one file / single-configuration file (weights stored once)
 SAN_SIZE_BOUND = 2.2  # SAN keeps its meta-learners (linear: two tensors per kernel)
 
 
@@ -182,9 +190,11 @@ class ResolutionBlendNet(nn.Module):
 # ------------------------------------------------------------------------------------ building
 def unsupported(clf: SwitchableClassifier) -> str | None:
     """Why ``clf``'s network cannot be exported as one file yet (``None``: it can)."""
-    if clf.slimmable or clf.needs_calibration:
-        return (f"{clf.method_name} is slimmable (widths as a second input): not supported yet; "
-                "export one configuration per file (resolution=R width=W)")
+    if clf.slimmable:  # export_all hands slimmable checkpoints to .one_file_widths
+        return f"{clf.method_name} is slimmable: its one file is .one_file_widths.build_width_module's"
+    if clf.needs_calibration:
+        return (f"{clf.method_name} runs on statistics calibrated per configuration without widths: not "
+                "supported yet; export one configuration per file (resolution=R)")
     if clf.policy.mode.bn_mode not in BLEND_MODES or clf.policy.scale_encoding != "nearest":
         return (f"bn_mode={clf.policy.mode.name} uses statistics calibrated per configuration: not supported "
                 "yet; use bn_mode=interpolate or nearest, or export one configuration per file")
@@ -249,17 +259,6 @@ def export_one_file_onnx(module: nn.Module, example: Tensor, path: Path, metadat
     onnx.save_model(model, str(path))
 
 
-def strip_debug(model: Any) -> Any:
-    """Drop what ONNX Runtime never reads (in place): the exporter's per-node provenance
-    (``metadata_props``: stack traces, FX node names, scopes) and the intermediate ``value_info``
-    shape annotations. Applied to the one file, and to the single-configuration file it is measured
-    against, so the size check compares like with like."""
-    for node in model.graph.node:
-        del node.metadata_props[:]
-    del model.graph.value_info[:]
-    return model
-
-
 # -------------------------------------------------------------------------------------- export
 def check_all_options(opts: dict[str, Any]) -> None:
     """One-line errors for ``configs=all`` options (after the common ones)."""
@@ -271,7 +270,7 @@ def check_all_options(opts: dict[str, Any]) -> None:
     if opts["resolution"] is not None:
         raise ConfigError("resolution: configs=all exports every resolution in one file; drop resolution=")
     if opts["width"] != 1.0:
-        raise ConfigError("width: configs=all does not take widths yet (slimmable checkpoints are not supported yet)")
+        raise ConfigError("width: configs=all exports every width with stored BN statistics in one file; drop width=")
     if opts["fold_bn"]:
         raise ConfigError("fold_bn: configs=all keeps the BN sets as tables chosen in the graph; use fold_bn=false")
     if opts["size_bound"] is not None and (isinstance(opts["size_bound"], bool)
@@ -303,13 +302,16 @@ def export_all(opts: dict[str, Any]) -> dict[str, Any]:
     """``configs=all``: write the one ONNX file, check it in ONNX Runtime at every training
     resolution and the unseen ones, and check its size; returns the result dict (see ``report_all``).
     ``VerifyError`` (nothing left at ``out``) when a check fails."""
-    import onnx
 
     from ..training.checkpointing import atomic_path
 
     check_all_options(opts)
     ckpt = Path(str(opts["ckpt"]))
     clf = SwitchableClassifier.from_checkpoint(ckpt, device="cpu", bn_mode=opts["bn_mode"])
+    if clf.slimmable:  # widths as a second input (.one_file_widths)
+        from .one_file_widths import export_widths
+
+        return export_widths(opts, clf, ckpt)
     module = build_one_file_module(clf)
     generated = sum(isinstance(m, GeneratedConv2d) for m in module.modules())
     size_bound = float(opts["size_bound"] if opts["size_bound"] is not None
@@ -327,6 +329,9 @@ def export_all(opts: dict[str, Any]) -> dict[str, Any]:
         "crop_ratio": clf.crop_ratio, "resize": "bilinear, antialias, align_corners=False (float)",
         "input": "images", "output": "logits",
     }
+    policy_file = policy_path(ckpt)  # evaluate adaptive=true's thresholds: SwitchableSession.predict_adaptive
+    if policy_file.is_file():
+        metadata["adaptive"] = AdaptivePolicy.load(policy_file).as_dict()
     gen = torch.Generator().manual_seed(int(opts["seed"]))
     top = trained[0]
     example = torch.randn(opts["verify_batch"] + 1, clf.in_channels, top, top, generator=gen)
@@ -350,22 +355,8 @@ def export_all(opts: dict[str, Any]) -> dict[str, Any]:
                                   f"({runner_label}) and the switchable network; no file written")
         # size: against today's single-configuration export of the largest configuration (unfolded)
         clf.switch(top)
-        plain = clf.materialize().cpu().eval()
-        with tempfile.TemporaryDirectory() as folder:
-            single_path = Path(folder) / "single.onnx"
-            export_onnx(plain, example, single_path)
-            single_bytes = single_path.stat().st_size
-            single = strip_debug(onnx.load(str(single_path)))
-        one_bytes = tmp.stat().st_size
-        single_stripped = single.ByteSize()
-        one_model = onnx.load(str(tmp))
-        weights = sum(t.ByteSize() for t in one_model.graph.initializer)
-        single_weights = sum(t.ByteSize() for t in single.graph.initializer)
-        ratio = one_bytes / single_stripped
-        if not ratio <= size_bound:
-            raise VerifyError(f"size: the one file ({one_bytes} bytes) is {ratio:.3f}x the single-configuration "
-                              f"export of {top}px ({single_stripped} bytes without debug metadata), over the bound "
-                              f"{size_bound:g}; no file written")
+        one_bytes, single_bytes, single_stripped, weights, single_weights, ratio = check_size(
+            clf.materialize().cpu().eval(), example, tmp, size_bound, f"{top}px")
     return {"configs": "all", "out": str(out), "format": "onnx", "model": spec["name"], "method": clf.method_name,
             "train_resolutions": trained, "unseen": unseen, "bn_mode": clf.policy.mode.name, "checks": checks,
             "checked_with": runner_label, "tolerance": float(opts["tolerance"]), "bytes": one_bytes,
@@ -378,6 +369,8 @@ def export_all(opts: dict[str, Any]) -> dict[str, Any]:
 def report_all(result: dict[str, Any]) -> str:
     """The printed lines of a ``configs=all`` export."""
     worst = max(result["checks"], key=lambda c: c["max_abs_diff"] / c["allowed"])
+    if "widths" in result:
+        return _report_widths(result, worst)
     lines = [
         f"export: {result['method']} {result['model']}, every resolution in one file (trained "
         f"{result['train_resolutions']}, unseen resolutions: BN {result['bn_mode']}; "
@@ -396,4 +389,29 @@ def report_all(result: dict[str, Any]) -> str:
         f"{result['single_bytes_stripped'] / 2**10:.1f} KiB without debug metadata: {result['size_ratio']:.3f}x "
         f"(bound {result['size_bound']:g}); weights {result['weight_bytes'] / 2**10:.1f} KiB vs "
         f"{result['single_weight_bytes'] / 2**10:.1f} KiB ({result['weight_bytes'] / result['single_weight_bytes']:.3f}x)")
+    return "\n".join(lines)
+
+
+def _report_widths(result: dict[str, Any], worst: dict[str, Any]) -> str:
+    """The printed lines of a slimmable ``configs=all`` export (:mod:`.one_file_widths`)."""
+    lines = [
+        f"export: {result['method']} {result['model']}, every stored width and resolution in one file (widths "
+        f"{result['widths']} as input width_index, resolutions {result['train_resolutions']} from the input's "
+        f"height; {result['branches']} branches by channel counts, {result['stored_bn']} BN layers on stored "
+        "statistics)",
+        f"wrote {result['out']} (onnx, {result['bytes'] / 2**10:.1f} KiB)",
+    ]
+    for c in result["checks"]:
+        lines.append(f"verify width {c['width']:g} {c['resolution']}px (BN stored): max abs difference "
+                     f"{c['max_abs_diff']:.3g} (allowed {c['allowed']:.3g})")
+    lines.append(f"verify: {len(result['checks'])} configurations checked with {result['checked_with']} (worst "
+                 f"width {worst['width']:g} {worst['resolution']}px, tolerance {result['tolerance']:g} x max(1, "
+                 "largest |logit|)): OK")
+    lines.append(
+        f"size: one file {result['bytes'] / 2**10:.1f} KiB; single-configuration export of width "
+        f"{result['widths'][0]:g} {result['train_resolutions'][0]}px {result['single_bytes'] / 2**10:.1f} KiB as "
+        f"written, {result['single_bytes_stripped'] / 2**10:.1f} KiB without debug metadata: "
+        f"{result['size_ratio']:.3f}x (bound {result['size_bound']:g}); weights {result['weight_bytes'] / 2**10:.1f} "
+        f"KiB vs {result['single_weight_bytes'] / 2**10:.1f} KiB "
+        f"({result['weight_bytes'] / result['single_weight_bytes']:.3f}x)")
     return "\n".join(lines)

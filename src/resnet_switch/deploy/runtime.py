@@ -89,6 +89,8 @@ class SwitchableClassifier:
                 raise ConfigError(f"{name}: has {value.shape[1]} entries but the network takes {channels} channels")
         self._leaves = [leaf for _, leaf in switchable_leaves(self.net)]
         self._config: SubnetConfig | None = None
+        self._ready: set[SubnetConfig] = set()  # configurations whose statistics switch() already ensured
+        self._ready_stages: set[tuple[SubnetConfig, ...]] = set()  # adaptive stages already checked
         self.checkpoint_path: Path | None = None  # set by from_checkpoint (its adaptive policy lives beside it)
         self._start()
 
@@ -159,9 +161,11 @@ class SwitchableClassifier:
         """Activate ``(resolution, width)`` and return it. Cheap: no rebuild and no copy of weights;
         SAN kernels are generated on the first visit of a configuration and cached."""
         config = self.check_config(resolution, width)
-        self.policy.ensure_statistics(
-            config, fix=f"pick a stored configuration or run clf.calibrate(images, {config.resolution}, "
-                        f"{config.width:g}) on a few hundred training images first")
+        if config not in self._ready:  # statistics are only ever added: checked (or provided) once per config
+            self.policy.ensure_statistics(
+                config, fix=f"pick a stored configuration or run clf.calibrate(images, {config.resolution}, "
+                            f"{config.width:g}) on a few hundred training images first")
+            self._ready.add(config)
         self.policy.activate(config)
         for leaf in self._leaves:  # SAN: kernels generated once per configuration, then a cache hit
             leaf.warm_cache()
@@ -276,15 +280,18 @@ class SwitchableClassifier:
         policy = self.adaptive_policy(policy)
         if budget is not None:
             thresholds = policy.thresholds_for(qt.parse_count(budget, "budget")).thresholds
-        for config in policy.stages:
-            self.check_config(config.resolution, config.width)
+        if tuple(policy.stages) not in self._ready_stages:  # checked once per list of stages
+            for config in policy.stages:
+                self.check_config(config.resolution, config.width)
+            self._ready_stages.add(tuple(policy.stages))
         x = self.preprocess(images, max(c.resolution for c in policy.stages), crop_ratio=crop_ratio)
         previous = self._config
 
         def run(stage: int, index: Tensor) -> Tensor:
             config = policy.stages[stage]
             self.switch(config.resolution, config.width)
-            return self.net(resize_images(x[index.to(x.device)], config.resolution))
+            xs = x if len(index) == x.shape[0] else x[index.to(x.device)]  # undecided: sorted, all at stage 0
+            return self.net(resize_images(xs, config.resolution))
 
         try:
             result = policy.run(run, thresholds, num_images=x.shape[0])

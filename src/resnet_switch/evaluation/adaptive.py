@@ -152,10 +152,12 @@ def cascade(stage_logits: Sequence[Tensor] | StageRunner, thresholds: Sequence[f
             return tensors[s][index.to(tensors[s].device)]
 
     weights = [1.0] * num_stages if log_weights is None else [math.exp(float(w)) for w in log_weights]
-    stops = torch.full((n,), -1, dtype=torch.int64)
-    madds = torch.zeros(n, dtype=torch.float64)
+    # host work per stage kept to what deciding needs (batch 1 is the case that pays for it): the
+    # images' costs are gathered once at the end (an image that stops at s paid paid_madds[s]), and
+    # the logits are scattered into one tensor only when the stops split the batch
     undecided = torch.arange(n)
-    final: Tensor | None = None
+    parts: list[tuple[Tensor, Tensor]] = []  # (image indices, their final logits)
+    stop_of = [-1] * n  # bookkeeping in Python: a few torch ops fewer per stage
     running, weight_sum = None, 0.0
     for s in range(num_stages):
         last = s == num_stages - 1
@@ -165,25 +167,39 @@ def cascade(stage_logits: Sequence[Tensor] | StageRunner, thresholds: Sequence[f
         if undecided.numel() == 0:
             break
         logits = run(s, undecided)
-        madds[undecided] += float(stage_madds[s])
         if ensemble:
             weighted = logits.float() * weights[s]
             running = weighted if running is None else running + weighted
             weight_sum += weights[s]
             logits = running / weight_sum
-        if final is None:
-            final = logits.new_zeros((n, logits.shape[1]))
-        done = torch.ones(len(undecided), dtype=torch.bool) if last else (confidence(logits) >= t).cpu()
-        picked = undecided[done]
-        final[picked.to(final.device)] = logits[done.to(logits.device)].to(final.dtype)
-        stops[picked] = s
+        done_list = [True] * len(undecided) if last else (confidence(logits) >= t).tolist()
+        indices = undecided.tolist()
+        if all(done_list):
+            parts.append((undecided, logits))
+            for i in indices:
+                stop_of[i] = s
+            break
+        done = torch.tensor(done_list)
+        if any(done_list):
+            parts.append((undecided[done], logits[done.to(logits.device)]))
+            for i, d in zip(indices, done_list):
+                if d:
+                    stop_of[i] = s
         undecided = undecided[~done]
         if running is not None:
             running = running[(~done).to(running.device)]
-    counts = torch.bincount(stops.clamp_min(0), minlength=num_stages)[:num_stages] if n else torch.zeros(num_stages)
-    shares = [float(c) / n if n else 0.0 for c in counts.tolist()]
-    if final is None:
+    if len(parts) == 1 and len(parts[0][0]) == n:  # one stage decided every image: its logits, in order
+        final = parts[0][1]
+    elif parts:
+        final = parts[0][1].new_zeros((n, parts[0][1].shape[1]))
+        for index, logits in parts:
+            final[index.to(final.device)] = logits.to(final.dtype)
+    else:
         final = torch.zeros((0, 0))
+    paid = paid_madds(stage_madds, thresholds)
+    stops = torch.tensor(stop_of, dtype=torch.int64)
+    madds = torch.tensor([paid[k] for k in stop_of], dtype=torch.float64)
+    shares = [stop_of.count(k) / n if n else 0.0 for k in range(num_stages)]
     return CascadeResult(stops=stops, logits=final, madds=madds, shares=shares)
 
 
