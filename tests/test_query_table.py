@@ -11,13 +11,13 @@ from hydra.core.global_hydra import GlobalHydra
 
 from resnet_switch import evaluate as evaluate_module
 from resnet_switch.cli.overrides import CONF_DIR
+from resnet_switch.counts import parse_count
 from resnet_switch.errors import ConfigError
 from resnet_switch.evaluation import checkpoint_eval
 from resnet_switch.evaluation.query_table import (
     log_to_wandb,
     measure_latency_ms,
     pareto_frontier,
-    parse_count,
     read_query_table,
     select_under_budget,
 )

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from ..counts import parse_count
 from ..deploy.runtime import SwitchableClassifier
 from ..errors import ConfigError
 from ..evaluation.adaptive import AdaptivePolicy, paid_madds, policy_path
-from ..evaluation.query_table import parse_count
 from ..evaluation.reporting import human_count
 from ..switch import SubnetConfig
 from ..training.checkpointing import load_checkpoint

@@ -35,6 +35,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from ..counts import parse_count
 from ..errors import ConfigError
 
 METADATA_KEY = "resnet_switch"  # as resnet_switch.deploy.one_file writes it
@@ -291,25 +292,6 @@ def _margin(logits: np.ndarray) -> np.ndarray:
 
 
 SCORES = {"max_softmax": _max_softmax, "margin": _margin}  # resnet_switch.evaluation.adaptive.SCORES in numpy
-_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
-
-
-def parse_count(value: Any, field: str) -> float:
-    """``2e6``, ``'2M'``, ``'900k'`` -> a positive float (as :func:`resnet_switch.evaluation.query_table.parse_count`)."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        if isinstance(value, (int, float, np.number)):
-            number = float(value)
-        else:
-            text = str(value).strip()
-            unit = text[-1:].lower() if text[-1:].lower() in "kmg" else ""
-            number = float(text[:len(text) - len(unit)]) * _UNITS[unit]
-    except ValueError:
-        raise ConfigError(f"{field}: cannot read {value!r}; use a number with an optional unit k/M/G, e.g. 2M") from None
-    if not np.isfinite(number) or number <= 0:
-        raise ConfigError(f"{field}: must be positive, got {value!r}")
-    return number
 
 
 def fitted_thresholds(policy: dict[str, Any], budget_madds: float) -> list[float | None]:

@@ -35,6 +35,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
+from ..counts import parse_count
 from ..data.multires import resize_images
 from ..devices import pick_device
 from ..errors import ConfigError, MissingFileError
@@ -185,7 +186,7 @@ class SwitchableClassifier:
             rows = qt.read_query_table(path)
         else:
             rows = [dict(r) for r in query_table]
-        budget_madds = None if madds is None else qt.parse_count(madds, "madds")
+        budget_madds = None if madds is None else parse_count(madds, "madds")
         budget_latency = None if latency_ms is None else qt.parse_positive(latency_ms, "latency_ms")
         row = dict(qt.select_under_budget(rows, budget_madds, budget_latency))
         self.switch(int(row["resolution"]), float(row["width"]))
@@ -279,7 +280,7 @@ class SwitchableClassifier:
             raise ConfigError("budget / thresholds: give exactly one of them")
         policy = self.adaptive_policy(policy)
         if budget is not None:
-            thresholds = policy.thresholds_for(qt.parse_count(budget, "budget")).thresholds
+            thresholds = policy.thresholds_for(parse_count(budget, "budget")).thresholds
         if tuple(policy.stages) not in self._ready_stages:  # checked once per list of stages
             for config in policy.stages:
                 self.check_config(config.resolution, config.width)

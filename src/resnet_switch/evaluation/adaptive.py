@@ -173,18 +173,15 @@ def cascade(stage_logits: Sequence[Tensor] | StageRunner, thresholds: Sequence[f
             weight_sum += weights[s]
             logits = running / weight_sum
         done_list = [True] * len(undecided) if last else (confidence(logits) >= t).tolist()
-        indices = undecided.tolist()
+        for i, stops_here in zip(undecided.tolist(), done_list):
+            if stops_here:
+                stop_of[i] = s
         if all(done_list):
             parts.append((undecided, logits))
-            for i in indices:
-                stop_of[i] = s
             break
         done = torch.tensor(done_list)
         if any(done_list):
             parts.append((undecided[done], logits[done.to(logits.device)]))
-            for i, d in zip(indices, done_list):
-                if d:
-                    stop_of[i] = s
         undecided = undecided[~done]
         if running is not None:
             running = running[(~done).to(running.device)]

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..counts import parse_count
 from ..devices import pick_device
 from ..methods import Method
 from ..models.inference_policy import BNSource, InferencePolicy
@@ -73,7 +74,7 @@ def parse_budget(cfg: DictConfig) -> tuple[float | None, float | None]:
     """``(budget.madds, budget.latency_ms)`` as numbers (``None`` when not given)."""
     budget = cfg.get("budget") or {}
     madds, latency = budget.get("madds"), budget.get("latency_ms")
-    return (None if madds is None else qt.parse_count(madds, "budget.madds"),
+    return (None if madds is None else parse_count(madds, "budget.madds"),
             None if latency is None else qt.parse_positive(latency, "budget.latency_ms"))
 
 

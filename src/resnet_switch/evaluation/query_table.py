@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 import statistics
 import sys
 import time
@@ -30,27 +29,9 @@ from ..errors import ConfigError
 from .reporting import human_count, markdown_table, plot_accuracy_vs_madds, write_csv
 
 COLUMNS = ("width", "resolution", "madds", "params", "latency_ms", "top1", "top5")
-_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------------------------ parsing
-def parse_count(value: Any, field: str = "budget.madds") -> float:
-    """``150000000``, ``1.5e8``, ``'150M'``, ``'1.2G'``, ``'900k'`` -> a positive float."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{field}: {value!r} is not a number; use e.g. 150M, 1.2G or 150000000")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        match = _COUNT.match(str(value))
-        if match is None:
-            raise ConfigError(f"{field}: cannot read {value!r}; use a number with an optional unit k/M/G, e.g. 150M")
-        number = float(match.group(1)) * _UNITS[match.group(2).lower()]
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"{field}: must be positive, got {value!r}")
-    return number
-
-
 def parse_positive(value: Any, field: str) -> float:
     """A positive float (``5``, ``'2.5'``) or a one-line error naming ``field``."""
     try:
