@@ -26,7 +26,8 @@ from resnet_switch.data import (
     uint8_resize_applies,
 )
 from resnet_switch.data import datasets as datasets_mod
-from resnet_switch.data.datamodule import ToUint8CHW
+from resnet_switch.data.datamodule import ToUint8CHW, validation_reference
+from resnet_switch.errors import ConfigError
 
 
 def _dm(**kw) -> MultiResDataModule:
@@ -197,15 +198,48 @@ def test_val_small_resolution_approximates_standard_protocol():
         assert (uncropped - ref).abs().max().item() > g + 2 / 255
 
 
-def test_val_crops_at_max_test_resolution_and_worker_mode():
-    dm = _dm(test_resolutions=(40, 16))
+def _val_batch(dm: MultiResDataModule):
     dm.setup("validate")
-    batch = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
-    assert batch.base_resolution == 40 and batch.at(16).shape[-1] == 16
+    return dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+
+
+def test_val_crops_at_the_largest_training_resolution_and_above_it_and_worker_mode():
+    """The reference crop (by default the largest training or test resolution; here 32, as evaluate
+    passes a training run's): a test resolution above it (40) gets its own crop, one below it (16) is
+    resized from the reference, not from the 40 crop."""
+    assert _dm(train_resolutions=(32, 24), test_resolutions=(40, 16)).reference_resolution == 40
+    assert _dm(train_resolutions=(32, 24), test_resolutions=(28, 16)).reference_resolution == 32
+    assert validation_reference({"test_resolutions": [40, 16]}, [32, 24]) == 40
+    assert validation_reference({"test_resolutions": None, "val_reference": 20}, [32, 24]) == 20
+    dm = _dm(train_resolutions=(32, 24), test_resolutions=(40, 16), val_reference=32)
+    batch = _val_batch(dm)
+    assert batch.base_resolution == 32 and set(batch.per_resolution) == {40, 32}
+    reference = dm.normalize(resize_uint8(dm.val_transform()(dm._datasets["val"].dataset[0][0])[1][None], 16))
+    assert torch.equal(batch.at(16)[:1], reference)
     dm = _dm(resize_on="worker", test_resolutions=(32, 16))
-    dm.setup("validate")
-    batch = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    batch = _val_batch(dm)
     assert set(batch.per_resolution) == {32, 16} and batch.at(16) is batch.per_resolution[16]
+
+
+@pytest.mark.parametrize("extra", [(36, 32, 28, 14), (24,), (40, 24, 8)])
+def test_images_at_a_resolution_do_not_depend_on_the_other_test_resolutions(extra):
+    """Issue 37: at 24 px the validation images are the same bits whatever else is evaluated, and they
+    are the hand-made pipeline: Resize(round(32 / 0.875)) + CenterCrop(32) of the original (the
+    reference at the largest training resolution), then the bilinear antialiased resize to 24."""
+    train = dict(train_resolutions=(32, 28, 24, 20, 16), val_reference=32)  # a run's reference (evaluate)
+    alone = _val_batch(_dm(**train, test_resolutions=(32, 24)))
+    listed = _val_batch(_dm(**train, test_resolutions=(*extra, 24)))
+    assert torch.equal(alone.at(24), listed.at(24))
+    dm = _dm(**train, test_resolutions=(24,))
+    dm.setup("validate")
+    originals = [dm._datasets["val"].dataset[i][0] for i in range(len(alone))]
+    crop32 = v2.Compose([ToUint8CHW(3), v2.Resize(round(32 / 0.875), antialias=True), v2.CenterCrop(32)])
+    by_hand = dm.normalize(F.interpolate(torch.stack([crop32(o) for o in originals]), size=(24, 24), mode="bilinear",
+                                         antialias=True, align_corners=False))
+    assert torch.equal(listed.at(24), by_hand)
+    for r in (x for x in extra if x > 32):  # above the reference: a crop of its own, as if evaluated alone
+        own = _val_batch(_dm(**train, test_resolutions=(r,)))
+        assert torch.equal(listed.at(r), own.at(r))
 
 
 def test_dataloader_settings_and_seeded_order():
@@ -391,3 +425,26 @@ def test_imagefolder_tiny_tree_grey_and_rgba_become_rgb(tmp_path):
     assert batch.images.shape == (2, 3, 16, 16) and batch.at(8).shape == (2, 3, 8, 8)
     val = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert val.images.shape == (2, 3, 16, 16)
+
+
+def _pixels(image) -> torch.Tensor:
+    return TF.pil_to_tensor(image) if isinstance(image, Image.Image) else image
+
+
+def test_holdout_validates_on_a_fixed_draw_of_training_images():
+    """data.holdout=N: validation scores N training images (the same draw for every seed), training
+    uses the other ones, the test split stays the data set's own; too large a holdout is one line."""
+    splits = {}
+    for seed in (0, 1):
+        dm = _dm(train_samples=32, holdout=8, seed=seed)
+        dm.setup()
+        train, val = dm._datasets["train"].dataset, dm._datasets["val"].dataset
+        splits[seed] = (train.indices, val.indices)
+        assert len(train) == 24 and len(val) == 8 and not set(train.indices) & set(val.indices)
+        full = build_dataset("synthetic", "train", None, False, num_samples=32).dataset
+        assert torch.equal(_pixels(val[0][0]), _pixels(full[val.indices[0]][0]))
+        assert len(dm._datasets["test"]) == 16  # val_samples of the generated test split
+    assert splits[0] == splits[1]
+    with pytest.raises(ConfigError, match="data.holdout"):
+        dm = _dm(train_samples=32, holdout=32)
+        dm.setup("fit")

@@ -74,6 +74,21 @@ def test_checkpoints_with_the_same_label_keep_their_own_rows_of_hand_computed_ac
     assert not (out / "run.json").exists() and not (out / "results.csv").exists()
 
 
+def test_accuracy_at_a_resolution_does_not_depend_on_the_other_test_resolutions(tmp_path):
+    """Issue 37: a checkpoint trained at 16 and 12 px evaluated at [16, 12] and at [20, 16, 14, 12, 8]
+    gives the same top-1 and top-5 at 16 and 12 px (every resolution up to 16 is resized from the one
+    centre crop at 16; 20 gets its own), and that accuracy is the network run by hand."""
+    ckpt = write_tiny(tmp_path / "rsnet.ckpt", "rsnet")
+    short, long = ([(r["resolution"], r["top1"], r["top5"]) for r in evaluate(eval_cfg(
+        f"ckpt={ckpt}", f"test_resolutions={res}", f"run_dir={tmp_path / name}")) if r["resolution"] in (16, 12)]
+        for name, res in (("short", "[16,12]"), ("long", "[20,16,14,12,8]")))
+    assert sorted(short) == sorted(long)
+    _, net = rebuilt(ckpt)
+    val = validation_batches([16, 12])
+    for resolution, top1, top5 in short:
+        assert (top1, top5) == pytest.approx(top1_top5(*logits_by_hand(net, val, SubnetConfig(resolution))), abs=1e-4)
+
+
 def test_one_checkpoint_is_written_as_a_run_the_report_reads(tmp_path):
     """A SAN run folder evaluated with bn_mode=proxy and bn_mode=ideal at 16, 13 and 12 px: the
     report reads both evaluations as runs (label, seed, one value per resolution), and each value is

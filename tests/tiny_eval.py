@@ -65,7 +65,8 @@ def batches(loader, dm: MultiResDataModule) -> list[MultiResBatch]:
 
 
 def validation_batches(test_resolutions) -> list[MultiResBatch]:
-    """The validation split, one centre crop at the largest test resolution per image."""
+    """The validation split: per image the centre crop at the largest training resolution (and one per
+    test resolution above it)."""
     dm = datamodule(test_resolutions)
     return batches(dm.val_dataloader(), dm)
 

@@ -29,6 +29,8 @@ import torch
 from hydra.utils import instantiate
 
 from ..counts import parse_count
+from ..data.datamodule import validation_reference
+from ..data.multires import resize_uint8
 from ..deploy.runtime import SwitchableClassifier
 from ..errors import ConfigError
 from ..evaluation.adaptive import AdaptivePolicy, paid_madds, policy_path
@@ -69,16 +71,17 @@ def check_options(opts: dict[str, Any]) -> None:
 
 
 def validation_images(ckpt: str, resolution: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(uint8 (N, C, r, r) centre crops, labels (N,))``: the checkpoint's validation split."""
+    """``(uint8 (N, C, r, r) images, labels (N,))``: the checkpoint's validation split at ``resolution``
+    (the centre crop at the run's validation reference, resized to r with the uint8 kernel)."""
     meta = load_checkpoint(ckpt)["resnet_switch"]
     data = dict(meta["run"]["data"])
     data.pop("resolutions", None)
     data.update(train_resolutions=meta["net"]["resolutions"], test_resolutions=[resolution], val_samples=count,
-                num_workers=0)
+                num_workers=0, val_reference=validation_reference(meta["run"]["data"], meta["net"]["resolutions"]))
     datamodule = instantiate(data, _convert_="all")
     images, labels = [], []
-    for x, y in datamodule.val_dataloader():
-        images.append(x)
+    for x, y in datamodule.val_dataloader():  # the centre crop at the run's reference, resized as evaluate does
+        images.append(resize_uint8(x, resolution))
         labels.append(y)
     return torch.cat(images)[:count], torch.cat(labels)[:count]
 

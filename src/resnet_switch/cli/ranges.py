@@ -31,6 +31,8 @@ RULES: dict[str, Rule] = {
     "data.val_crop_ratio": Real(0.0, 1.0, open_low=True),
     "data.train_samples": Int(1),
     "data.val_samples": Int(1),
+    "data.holdout": Int(0),
+    "data.val_reference": Int(1),
     "data.seed": Int(0),
     "data.synthetic.num_classes": Int(2, 15),
     "data.synthetic.native_size": Int(8),

@@ -2,7 +2,10 @@
 
 Worker (train, ``crop="single"``): RandomResizedCrop(max train res) + one horizontal flip -> uint8 (C, R, R);
 imagefolder JPEGs are decoded at the reduced scale the sampled crop allows (:mod:`.decode`).
-Worker (val/test): Resize(round(R / val_crop_ratio)) + CenterCrop(R), R = max test res -> uint8 (C, R, R).
+Worker (val/test): Resize(round(R / val_crop_ratio)) + CenterCrop(R) -> uint8 (C, R, R), R = the reference
+(``reference_resolution``: ``val_reference``, else the largest training or test resolution of the training
+run, kept by its checkpoint); a test resolution above R gets its own such crop. So the images at a
+resolution do not depend on the other resolutions an evaluation asks for.
 Device (``on_after_batch_transfer``): float, /255, normalise -> ``MultiResBatch``; ``batch.at(r)`` resizes
 that same crop (bilinear, antialias; on the CPU from the uint8 crop, the cheap kernel, see
 ``MultiResBatch``). For a smaller r this is the region Resize(r/ratio)+CenterCrop(r) keeps.
@@ -41,7 +44,7 @@ from .multires import MultiResBatch, resize_align_corners
 from .sampling import EpochShuffleSampler, ResumableLoader, ShardSampler, sample_seed
 
 # validation images per protocol (the official loaders, read from their code):
-#   ours: Resize(round(R / val_crop_ratio)) + CenterCrop(R) at the largest test resolution R in the
+#   ours: Resize(round(R / val_crop_ratio)) + CenterCrop(R) at the reference resolution R in the
 #     worker, each smaller resolution resized from that crop on the device (bilinear, antialias);
 #   rsnets, san, slimmable: EVERY resolution r from the original image in the worker, PIL
 #     Resize(int(r / val_crop_ratio)) (shorter side, bilinear) + CenterCrop(r) (RS-Nets and SAN
@@ -54,6 +57,7 @@ PER_RESOLUTION_PROTOCOLS = ("rsnets", "san", "slimmable")
 
 SYNTHETIC_TRAIN_SAMPLES = 8_000
 SYNTHETIC_VAL_SAMPLES = 2_000
+HOLDOUT_DRAW_SEED = 20_200  # the draw of data.holdout's images: fixed, independent of `seed`
 
 
 class ToUint8CHW:
@@ -185,6 +189,15 @@ def check_decode(decode: str, name: str, crop: str, resize_on: str) -> bool:
     return True
 
 
+def validation_reference(run_data: dict, train_resolutions: Sequence[int]) -> int:
+    """The validation reference of a training run (its ``data`` config and training resolutions): its
+    ``val_reference``, else the largest of its training and test resolutions. Fixed by the run, so an
+    evaluation of its checkpoint at any list of resolutions crops the same images at each one."""
+    if run_data.get("val_reference") is not None:
+        return int(run_data["val_reference"])
+    return max([*train_resolutions, *(run_data.get("test_resolutions") or [])])
+
+
 def _descending(resolutions: Sequence[int]) -> tuple[int, ...]:
     res = tuple(sorted({int(r) for r in resolutions}, reverse=True))
     if not res or res[-1] < 1:
@@ -218,6 +231,8 @@ class MultiResDataModule(L.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         decode: str = "worker",
+        holdout: int = 0,
+        val_reference: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -238,6 +253,9 @@ class MultiResDataModule(L.LightningDataModule):
         self.name, self.root, self.download = name, root, bool(download)
         self._train_res = _descending(train_resolutions)
         self._test_res = _descending(test_resolutions) if test_resolutions else self._train_res
+        if val_reference is not None and int(val_reference) < 1:
+            raise ConfigError(f"data.val_reference must be a positive resolution (px) or null, got {val_reference}")
+        self._val_reference = None if val_reference is None else int(val_reference)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.crop, self.resize_on, self.val_crop_ratio = crop, resize_on, float(val_crop_ratio)
@@ -247,6 +265,10 @@ class MultiResDataModule(L.LightningDataModule):
             train_samples = SYNTHETIC_TRAIN_SAMPLES if train_samples is None else train_samples
             val_samples = SYNTHETIC_VAL_SAMPLES if val_samples is None else val_samples
         self.train_samples, self.val_samples = train_samples, val_samples
+        self.holdout = int(holdout or 0)
+        if self.holdout < 0:
+            raise ConfigError(f"data.holdout must be >= 0 (training images held out as the validation split), "
+                              f"got {holdout}")
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.seed = int(seed)
         self._meta: DatasetMeta | None = None
@@ -316,23 +338,39 @@ class MultiResDataModule(L.LightningDataModule):
             return PerResolution(one_crop, {r: v2.Resize([r, r], antialias=True) for r in self._train_res})
         return one_crop
 
+    @property
+    def reference_resolution(self) -> int:
+        """The validation reference R (px): ``val_reference``, else the largest of the training and test
+        resolutions this module was made with. Every test resolution r <= R is resized from the one
+        centre crop at R; every r > R gets its own centre crop from the original image. ``evaluate``
+        passes the training run's R (:func:`validation_reference`), so the images at r, and the
+        accuracy there, do not depend on which other resolutions are evaluated."""
+        if self._val_reference is not None:
+            return self._val_reference
+        return max(self._train_res[0], self._test_res[0])
+
     def val_transform(self):
-        """PIL/uint8 image -> uint8 (C, R, R) centre crop at the max test res (or a tuple per resolution)."""
+        """PIL/uint8 image -> uint8 (C, R, R) centre crop at :attr:`reference_resolution` R, or a tuple
+        of crops (high to low): one per test resolution above R, then R; or one per test resolution
+        (``resize_on="worker"``, the per-resolution protocols)."""
         to_uint8 = ToUint8CHW(self.in_channels)
 
         def centre(r: int):
-            return v2.Compose([v2.Resize(round(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r)])
+            return v2.Compose([to_uint8, v2.Resize(round(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r)])
 
-        if self.protocol != "ours":  # the official loaders: int(r / ratio), resized as the image comes (PIL)
-            def official(r: int):
-                return v2.Compose([v2.Resize(int(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r), to_uint8])
+        def official(r: int):  # the official loaders: int(r / ratio), resized as the image comes (PIL)
+            return v2.Compose([v2.Resize(int(r / self.val_crop_ratio), antialias=True), v2.CenterCrop(r), to_uint8])
 
-            if self.protocol in PER_RESOLUTION_PROTOCOLS:
-                return PerResolution(unchanged, {r: official(r) for r in self._test_res})
-            return official(self.max_test_resolution)
-        if self.resize_on == "worker":
-            return PerResolution(to_uint8, {r: centre(r) for r in self._test_res})
-        return v2.Compose([to_uint8, centre(self.max_test_resolution)])
+        crop = centre if self.protocol == "ours" else official
+        if self.protocol in PER_RESOLUTION_PROTOCOLS or (self.protocol == "ours" and self.resize_on == "worker"):
+            return PerResolution(unchanged, {r: crop(r) for r in self._test_res})
+        reference = self.reference_resolution
+        crops = [r for r in self._test_res if r > reference]
+        if any(r <= reference for r in self._test_res):
+            crops.append(reference)
+        if len(crops) == 1:
+            return crop(crops[0])
+        return PerResolution(unchanged, {r: crop(r) for r in crops})
 
     # ---- data sets and loaders -------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -348,14 +386,18 @@ class MultiResDataModule(L.LightningDataModule):
                 self._datasets[split] = self._build(split)
 
     def _build(self, split: str) -> Dataset:
+        held_out = self.holdout > 0 and split in ("train", "val")
+        source = "train" if held_out else split  # with a holdout, validation scores held-out training images
         count = self.train_samples if split == "train" else self.val_samples
         kwargs = dict(self.synthetic)
         if self.entry.generated:
-            kwargs["num_samples"] = count
+            kwargs["num_samples"] = self.train_samples if source == "train" else count
         if self.entry.image_files and split == "train":
             kwargs["lazy_decode"] = True  # the train transform decodes (fast draft path for JPEGs)
-        dataset = build_dataset(self.name, split, self.root, self.download, **kwargs).dataset
+        dataset = build_dataset(self.name, source, self.root, self.download, **kwargs).dataset
         check_labels(dataset, self.num_classes, split)
+        if held_out:
+            dataset = self._holdout_part(dataset, split)
         if count is not None and count < len(dataset):  # a fixed random subset, independent of `seed`
             keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:count]
             dataset = Subset(dataset, keep.sort().values.tolist())
@@ -363,6 +405,17 @@ class MultiResDataModule(L.LightningDataModule):
         if split == "train":
             return TransformedDataset(dataset, self.train_transform(), seed=self.seed, bad_images=bad)
         return TransformedDataset(dataset, self.val_transform(), bad_images=bad)
+
+    def _holdout_part(self, dataset: Dataset, split: str) -> Dataset:
+        """``split`` of the training set under ``holdout``: ``val`` is a fixed draw of ``holdout`` images
+        (the same for every seed and run), ``train`` the rest, in their original order."""
+        n = len(dataset)
+        if self.holdout >= n:
+            raise ConfigError(f"data.holdout: {self.holdout} held-out images leave none of the {n} training images "
+                              f"to train on; hold out fewer (e.g. data.holdout={n // 12})")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_DRAW_SEED))
+        part = order[: self.holdout] if split == "val" else order[self.holdout:]
+        return Subset(dataset, part.sort().values.tolist())
 
     def _dataset(self, split: str) -> Dataset:
         if split not in self._datasets:
@@ -468,5 +521,11 @@ class MultiResDataModule(L.LightningDataModule):
             resize = resize_align_corners if self.protocol == "mutualnet" else None
             return MultiResBatch(self.normalize(images), targets, source=images, normalize=self.normalize,
                                  resize=resize)
-        per_resolution = {int(x.shape[-1]): self.normalize(x) for x in images}
-        return MultiResBatch(per_resolution[max(per_resolution)], targets, per_resolution)
+        # a crop per resolution (crop=multi, resize_on=worker), or validation crops above the reference
+        # resolution plus the reference crop, from which every other resolution is resized
+        crops = {int(x.shape[-1]): x for x in images}
+        base = self.reference_resolution if self.reference_resolution in crops else max(crops)
+        per_resolution = {r: self.normalize(x) for r, x in crops.items()}
+        resize = resize_align_corners if self.protocol == "mutualnet" else None
+        return MultiResBatch(per_resolution[base], targets, per_resolution, source=crops[base],
+                             normalize=self.normalize, resize=resize)

@@ -1,7 +1,8 @@
 """Evaluate a switchable network over configurations on a data module's validation split.
 
-One pass over the loader serves every configuration: each batch is ONE centre crop at the largest
-test resolution, and every smaller resolution is made from it on the device.
+One pass over the loader serves every configuration: each batch is ONE centre crop at the data
+module's reference resolution (plus one per test resolution above it), and every smaller resolution
+is made from it on the device.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..counts import parse_count
+from ..data.datamodule import validation_reference
 from ..devices import pick_device
 from ..methods import Method
 from ..models.inference_policy import BNSource, InferencePolicy
@@ -80,7 +81,7 @@ def parse_budget(cfg: DictConfig) -> tuple[float | None, float | None]:
 
 def build_eval_datamodule(meta: dict[str, Any], cfg: DictConfig, test_resolutions):
     """The training run's data module (``meta["run"]["data"]``) with ``cfg.data``'s overrides and
-    ``test_resolutions`` as its validation resolutions."""
+    ``test_resolutions`` as its validation resolutions, cropping at the run's validation reference."""
     data = dict(meta["run"]["data"])
     data.pop("resolutions", None)
     overrides = OmegaConf.to_container(cfg.data, resolve=True) or {}
@@ -88,6 +89,9 @@ def build_eval_datamodule(meta: dict[str, Any], cfg: DictConfig, test_resolution
     # as given, null included (+data.val_samples=null: the whole validation split)
     data.update({key: value for key, value in overrides.items() if value is not None or key not in KEEP_WHEN_NULL})
     data["train_resolutions"] = meta["net"]["resolutions"]
+    # the run's reference crop, not this evaluation's largest resolution (data.val_reference overrides it)
+    data["val_reference"] = data.get("val_reference") or validation_reference(meta["run"]["data"],
+                                                                              meta["net"]["resolutions"])
     data["test_resolutions"] = list(test_resolutions)
     return instantiate(data, _convert_="all")
 
