@@ -41,9 +41,12 @@ def test_every_experiment_says_where_its_per_seed_results_are(ledger):
 
 
 def test_every_claim_has_a_verdict_and_a_paper_field(ledger):
+    """Every claim has a verdict; "no results" only where the per-seed file is committed and the
+    claim's runs are still pending (the runner resumes from that file; the ledger then computes it)."""
     for exp in sorted((ROOT / "experiments").glob("*/")):
         for row in ledger.experiment_rows(exp):
-            assert row.verdict in ("holds", "does not hold", "not shown"), row
+            pending = row.verdict == "no results" and exp.name in ledger.RESULTS and "no results for" in row.evidence
+            assert row.verdict in ("holds", "does not hold", "not shown") or pending, row
             assert row.paper != "-", f"{exp.name}: give the claim {row.claim!r} a paper: field"
 
 
@@ -52,8 +55,8 @@ def test_computed_claims_match_the_recorded_results_md(ledger):
     for name in ledger.RESULTS:
         exp = ROOT / "experiments" / name
         recorded = {}
-        for md in ("results.md", "results_budget.md"):
-            recorded.update(ledger._recorded_claims(exp / md))
+        for md in sorted(exp.glob("results*.md")):
+            recorded.update(ledger._recorded_claims(md))
         for row in ledger.experiment_rows(exp):
             if row.claim in recorded:
                 assert recorded[row.claim] == (row.verdict, row.evidence), row
