@@ -24,7 +24,7 @@ SRC = REPO / "src" / "resnet_switch"
 IMAGE = {"torch", "torchvision", "lightning", "pytorch_lightning", "lightning_utilities", "torchmetrics", "numpy",
          "PIL", "matplotlib", "tensorboard", "tqdm", "yaml", "packaging", "pytest", "onnx", "onnxruntime",
          "onnxscript", "sklearn", "scipy", "timm", "typing_extensions", "fsspec", "jinja2"}
-OPTIONAL = {"wandb", "submitit", "hydra_plugins", "optuna", "sqlalchemy", "alembic"}  # not carried
+OPTIONAL = {"wandb", "submitit", "hydra_plugins", "optuna", "sqlalchemy", "alembic", "executorch"}  # not carried
 OPTIONAL_DISTS = {"wandb"}  # a runtime dependency imported lazily: the GPU machines run without it
 DEVICE_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
               "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",

@@ -5,10 +5,14 @@ Command line (:mod:`resnet_switch.export`)::
     python -m resnet_switch.export ckpt=PATH resolution=R [width=W] format=torchscript|onnx|state_dict \
         [fold_bn=true] [out=PATH] [bn_mode=...] [verify_batch=2] [tolerance=1e-4]
     python -m resnet_switch.export ckpt=PATH format=onnx configs=all [out=FILE] [unseen=[R1,R2]] [size_bound=1.10]
+    python -m resnet_switch.export ckpt=PATH format=pte configs=all [out=FILE] [unseen=[R1,R2]] \
+        [max_batch=16] [max_side=2xR_max]
 
 ``configs=all`` writes ONE ONNX file for every resolution (the input's height selects the BN blend in
 the graph; weights stored once), checked at every training resolution and two unseen ones and against
-the single-configuration file's size: :mod:`.one_file`.
+the single-configuration file's size: :mod:`.one_file`. ``format=pte configs=all``: the same module as
+ONE ExecuTorch program (XNNPACK), checked in ``executorch.runtime``: :mod:`.pte` (optional extra
+``resnet_switch[executorch]``).
 
 Steps: rebuild the switchable network from the checkpoint (:mod:`resnet_switch.deploy.runtime`), switch to
 ``(resolution, width)``, materialise it as a plain ``nn.Module`` (BN chosen / interpolated /
@@ -59,18 +63,20 @@ DEFAULTS: dict[str, Any] = {
     "ckpt": None,  # required: a checkpoint written by resnet_switch.train
     "resolution": None,  # required: input size in pixels
     "width": 1.0,  # width multiplier (slimmable checkpoints)
-    "format": "torchscript",  # torchscript | onnx | state_dict
+    "format": "torchscript",  # torchscript | onnx | state_dict | pte (ExecuTorch, configs=all only)
     "fold_bn": False,  # fold BatchNorm into the preceding conv
     "out": None,  # output file; default: beside the checkpoint, <stem>_<model>_r<R>_w<W>[_folded].<ext>
     "bn_mode": None,  # unseen resolutions: nearest | interpolate | proxy | calibrate | ideal (method default)
     "verify_batch": 2,  # random inputs used for the check
     "tolerance": 1e-4,  # max abs logit difference allowed (times the largest |logit| when above 1)
     "seed": 0,  # of the random check inputs
-    "configs": None,  # all: ONE ONNX file for every resolution (format=onnx, no resolution=; see .one_file)
+    "configs": None,  # all: ONE file for every resolution (format=onnx: .one_file; format=pte: .pte; no resolution=)
     "size_bound": None,  # configs=all: largest size of the one file / the single-configuration file (1.10; SAN 2.2)
     "unseen": None,  # configs=all: resolutions checked besides the training ones (default: two chosen, see .one_file)
+    "max_batch": None,  # format=pte: largest batch the program accepts (16; memory is planned for it, see .pte)
+    "max_side": None,  # format=pte: largest input side in px the program accepts (2 x the highest training one)
 }
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state_dict": ".pth"}
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state_dict": ".pth", "pte": ".pte"}
 EXIT_VERIFY_FAILED = 1
 
 
@@ -183,6 +189,10 @@ def check_options(opts: dict[str, Any]) -> None:
         raise ConfigError("ckpt: required; pass the .ckpt written by resnet_switch.train, e.g. ckpt=outputs/.../last.ckpt")
     if not Path(str(opts["ckpt"])).is_file():
         raise ConfigError(f"ckpt: no file at {opts['ckpt']}; pass the .ckpt written by resnet_switch.train")
+    if opts["format"] == "pte":
+        from .pte import check_pte_options
+
+        check_pte_options(opts)  # refuses: a .pte holds every resolution (configs=all)
     r = opts["resolution"]
     if r is None:
         raise ConfigError("resolution: required; give the input size in pixels, e.g. resolution=224")
@@ -198,6 +208,11 @@ def check_options(opts: dict[str, Any]) -> None:
 def _check_shared_options(opts: dict[str, Any]) -> None:
     """The options both exports read: format, bn_mode, the check's batch and tolerance."""
     check_choice("format", opts["format"], list(FORMATS))
+    if opts["format"] != "pte":
+        for key in ("max_batch", "max_side"):
+            if opts[key] is not None:
+                raise ConfigError(f"{key}: bounds the inputs of an ExecuTorch program (format=pte configs=all); "
+                                  f"drop {key}= for format={opts['format']}")
     if opts["bn_mode"] is not None:
         check_choice("bn_mode", opts["bn_mode"], list(BN_MODES))
     if opts["verify_batch"] < 1:
@@ -215,7 +230,12 @@ def _check_all_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"ckpt: no file at {opts['ckpt']}; pass the .ckpt written by resnet_switch.train")
     _check_shared_options(opts)
     if opts["out"] is not None and Path(str(opts["out"])).is_dir():
-        raise ConfigError(f"out: {opts['out']} is a directory; give a file path, e.g. out=model.onnx")
+        raise ConfigError(f"out: {opts['out']} is a directory; give a file path, "
+                          f"e.g. out=model{FORMATS[opts['format']]}")
+    if opts["format"] == "pte":
+        from .pte import check_pte_options
+
+        return check_pte_options(opts)
     check_all_options(opts)
 
 
@@ -223,8 +243,13 @@ def export(opts: dict[str, Any]) -> dict[str, Any]:
     """Write and verify one configuration; returns ``{out, format, max_abs_diff, ...}``.
 
     Raises ``ConfigError`` for bad options and :class:`VerifyError` when the check fails (the file
-    is then removed). ``configs=all``: :func:`.one_file.export_all` (one ONNX file, every resolution)."""
+    is then removed). ``configs=all``: :func:`.one_file.export_all` (one ONNX file, every resolution);
+    with ``format=pte``: :func:`.pte.export_pte` (one ExecuTorch program)."""
     check_options(opts)
+    if opts["configs"] is not None and opts["format"] == "pte":
+        from .pte import export_pte
+
+        return export_pte(opts)
     if opts["configs"] is not None:
         from .one_file import export_all
 
@@ -276,6 +301,10 @@ def export(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
+    if result.get("configs") == "all" and result["format"] == "pte":
+        from .pte import report_pte
+
+        return report_pte(result)
     if result.get("configs") == "all":
         from .one_file import report_all
 
